@@ -1,0 +1,39 @@
+# numanet: `make demo` runs a real node in a box, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint protos protos-check bench demo clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check numa vswitch deviceplugin cni tests bench
+	$(PY) -m mypy numa vswitch deviceplugin cni
+
+protos: venv
+	PYTHON=$(PY) protos/generate.sh
+
+# Fails when the checked-in generated modules differ from what the .proto files give.
+protos-check: venv
+	PYTHON=$(PY) $(PY) -m pytest -q tests/protos
+
+bench: venv
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+demo: venv
+	$(PY) -m deviceplugin.cli demo $(DEMO_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,52 @@
+"""Records for pools and slots: what the kubelet sees as devices.
+
+A *slot* is one advertised device: a vhost-user or memif socket directory on one NUMA
+node, or one DPDK-bound PCI function. The resource manager owns their state; the CNI
+service reads them through ``SlotLookup`` to find the vSwitch and socket of a device ID.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+SlotKind = Literal["vhost-user", "memif", "dpdk-nic"]
+
+
+@dataclass(frozen=True)
+class Slot:
+    device_id: str
+    pool: str
+    resource: str  # <prefix>/<pool>
+    kind: SlotKind
+    numa_node: int | None  # None: unknown (a NIC whose sysfs numa_node is -1)
+    index: int = 0
+    vswitch: str | None = None  # "ovs" | "vpp" for socket kinds
+    # Container side (DESIGN.md "Roles"): vhost-user mode server|client, memif role slave|master.
+    container_role: str | None = None
+    memif_mode: str | None = None  # ethernet | ip
+    host_dir: Path | None = None  # <run-dir>/s/<deviceID>
+    container_dir: Path | None = None  # /run/numanet/<pool>/<deviceID>
+    pci_address: str | None = None  # dpdk-nic only
+    iommu_group: str | None = None  # dpdk-nic only
+
+    @property
+    def host_socket(self) -> Path | None:
+        return self.host_dir / "sock" if self.host_dir else None
+
+    @property
+    def container_socket(self) -> Path | None:
+        return self.container_dir / "sock" if self.container_dir else None
+
+
+class SlotLookup(Protocol):
+    """What the CNI service needs from the device plugin side."""
+
+    def slot(self, device_id: str) -> Slot | None:
+        """The slot with this device ID, or None when numanet advertises no such device."""
+        ...
+
+    def pool_resource(self, pool: str) -> str | None:
+        """Resource name of a pool (``<prefix>/<pool>``), None for an unknown pool."""
+        ...

@@ -1,0 +1,1 @@
+"""Node topology from sysfs: NUMA nodes, CPUs, memory, hugepages, PCI NICs, udev events."""

@@ -1,0 +1,113 @@
+"""The one interface every vSwitch backend implements (os-vif style: plug/unplug).
+
+A backend knows nothing about Kubernetes: it gets a ``PortSpec`` naming a slot's
+socket and the tags to put on what it creates, and it can list what it owns from those
+tags after a restart. Backends: ``vswitch.ovs`` (ovsdbapp) and ``vswitch.vpp`` (vpp-papi).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Literal
+
+PortKind = Literal["vhost-user", "memif"]
+
+# Tag keys written on every port numanet creates (OVS external_ids, VPP tags).
+TAG_OWNER = "numanet-owner"  # value always "numanet": marks the port as ours
+TAG_DEVICE_ID = "numanet-device-id"
+TAG_POD_NAMESPACE = "numanet-pod-namespace"
+TAG_POD_NAME = "numanet-pod-name"
+TAG_CONTAINER_ID = "numanet-container-id"
+TAG_IFNAME = "numanet-ifname"
+
+
+class VSwitchError(RuntimeError):
+    """A vSwitch refused or failed a change; the message names the call, the slot and the answer."""
+
+
+class VSwitchUnavailable(VSwitchError):
+    """The vSwitch cannot be reached now; callers should report 'try again later'."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a port belongs to; written as tags so ownership survives agent restarts."""
+
+    pod_namespace: str = ""
+    pod_name: str = ""
+    container_id: str = ""
+    ifname: str = ""
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """Everything a backend needs to plug one slot."""
+
+    device_id: str
+    kind: PortKind
+    # Container side, as DESIGN.md "Roles" says: vhost-user "server"|"client",
+    # memif "slave"|"master".
+    container_role: str
+    socket_path: str  # host path of the slot's socket, <run-dir>/s/<deviceID>/sock
+    network: str  # OVS bridge name or VPP bridge-domain name
+    owner: Owner = field(default_factory=Owner)
+    mac: str | None = None
+    mtu: int | None = None
+    vlan: int | None = None
+    memif_mode: str = "ethernet"  # ethernet | ip
+    memif_id: int = 0
+    ring_size: int | None = None
+    buffer_size: int | None = None
+
+
+@dataclass(frozen=True)
+class PluggedPort:
+    """A port numanet owns on a vSwitch, as read back from it."""
+
+    device_id: str
+    port_name: str
+    kind: PortKind
+    socket_path: str
+    network: str
+    owner: Owner
+    mac: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    reason: str = ""
+
+
+class VSwitch(abc.ABC):
+    """One vSwitch instance. Calls are thread safe; ``plug`` of one device ID is idempotent."""
+
+    name: str  # "ovs" | "vpp"
+
+    @abc.abstractmethod
+    def connect(self, timeout: float = 5.0) -> None:
+        """Open the long-lived connection; raises VSwitchUnavailable when it cannot."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def health(self) -> Health: ...
+
+    @abc.abstractmethod
+    def poll_numa_nodes(self, sysfs_root: str = "/sys") -> frozenset[int] | None:
+        """NUMA nodes whose CPUs the switch polls packets on; None when it cannot tell."""
+
+    @abc.abstractmethod
+    def plug(self, spec: PortSpec) -> PluggedPort:
+        """Create the port for a slot in one transaction; nothing is left behind on failure."""
+
+    @abc.abstractmethod
+    def unplug(self, device_id: str) -> bool:
+        """Remove the slot's port; False when there was none (DEL is idempotent)."""
+
+    @abc.abstractmethod
+    def ports(self) -> list[PluggedPort]:
+        """Every port this switch holds that carries numanet's owner tag."""
