@@ -1,0 +1,1 @@
+"""Test helpers shared between test areas (import as helpers.<module>)."""
