@@ -1,0 +1,46 @@
+#!/bin/sh
+# numanet-install-cni: the agent's init container. Installs the CNI shim on the host as
+# $HOST_ROOT/opt/cni/bin/numanet, a single stdlib-only Python file whose #! line names the
+# HOST's python3 (Multus executes it on the host, outside this image).
+#
+# Environment: HOST_ROOT (default /host) where the host's /usr, /opt/cni/bin and
+# /etc/cni/net.d are mounted; NUMANET_HOST_PYTHON to force the interpreter path (as the
+# host sees it); NUMANET_PYTHON, the interpreter that runs the installer (default python3).
+set -eu
+
+HOST_ROOT=${HOST_ROOT:-/host}
+CNI_BIN_DIR="$HOST_ROOT/opt/cni/bin"
+CNI_CONF_DIR="$HOST_ROOT/etc/cni/net.d"
+PYTHON=${NUMANET_PYTHON:-python3}
+
+host_python=${NUMANET_HOST_PYTHON:-}
+if [ -z "$host_python" ]; then
+    # Debian/Ubuntu/Fedora/SUSE ship /usr/bin/python3; RHEL 8 keeps platform-python.
+    for candidate in /usr/bin/python3 /usr/local/bin/python3 /usr/libexec/platform-python; do
+        if [ -e "$HOST_ROOT$candidate" ] || [ -L "$HOST_ROOT$candidate" ]; then
+            host_python=$candidate
+            break
+        fi
+    done
+fi
+if [ -z "$host_python" ]; then
+    echo "numanet-install-cni: the host has no python3 (looked for /usr/bin/python3," \
+         "/usr/local/bin/python3, /usr/libexec/platform-python under $HOST_ROOT):" \
+         "the numanet CNI shim runs on the host and needs python3 >= 3.9 (standard" \
+         "library only); install it on the node or set NUMANET_HOST_PYTHON" >&2
+    exit 1
+fi
+
+if [ ! -d "$CNI_BIN_DIR" ]; then
+    echo "numanet-install-cni: $CNI_BIN_DIR is not mounted (hostPath /opt/cni/bin)" >&2
+    exit 1
+fi
+
+"$PYTHON" -m cni.install "$CNI_BIN_DIR/numanet" --python "$host_python" >/dev/null
+echo "numanet-install-cni: installed $CNI_BIN_DIR/numanet (python: $host_python)"
+
+# numanet is called by Multus for each NetworkAttachmentDefinition; say so when it is missing.
+if ! grep -qs '"multus' "$CNI_CONF_DIR"/*.conf "$CNI_CONF_DIR"/*.conflist 2>/dev/null; then
+    echo "numanet-install-cni: warning: no Multus configuration in /etc/cni/net.d;" \
+         "numanet networks are attached by Multus: install Multus on this node" >&2
+fi
