@@ -59,6 +59,9 @@ class PortSpec:
     memif_id: int = 0
     ring_size: int | None = None
     buffer_size: int | None = None
+    # memif mode "ip" only: the vSwitch side's address in CIDR form ("10.56.0.1/24"); the
+    # interface is routed with it instead of joining the network's bridge domain (VPP).
+    ip_address: str | None = None
 
 
 @dataclass(frozen=True)

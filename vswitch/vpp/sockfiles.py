@@ -1,0 +1,55 @@
+"""The socket files VPP creates in slot directories: keep them private, remove what it leaves.
+
+When VPP is the listening side (memif master, vhost-user server) it creates the unix
+socket at the slot's path. VPP closes a memif listener without unlinking its file, and a
+crashed VPP leaves every file behind, so unplug removes the file itself. Only sockets
+are ever removed: a regular file or directory at that path is not VPP's and is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+
+log = logging.getLogger(__name__)
+
+
+def remove_leftover_socket(path: str, device_id: str) -> bool:
+    """Unlink ``path`` if it is a unix socket; True when something was removed."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("cannot inspect socket file %s device_id=%s: %s", path, device_id, exc)
+        return False
+    if not stat.S_ISSOCK(st.st_mode):
+        log.warning(
+            "not removing %s device_id=%s: it is not a socket (mode %o)",
+            path,
+            device_id,
+            st.st_mode,
+        )
+        return False
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    log.info("removed socket file VPP left behind path=%s device_id=%s", path, device_id)
+    return True
+
+
+def restrict_socket(path: str, device_id: str) -> None:
+    """Clear the world bits of a socket VPP created: only its owner and group may connect."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        # VPP may live in another mount namespace; nothing to check from here.
+        return
+    if not stat.S_ISSOCK(st.st_mode) or not st.st_mode & 0o007:
+        return
+    try:
+        os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o007)
+    except OSError as exc:
+        log.warning("cannot restrict socket %s device_id=%s: %s", path, device_id, exc)
