@@ -20,7 +20,9 @@ CONTAINER_CONFIG_NAME = "numanet.json"
 MAX_DEVICE_ID = 63
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_SLOT_ID = re.compile(r"^(?P<pool>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-n(?P<numa>[0-9]{1,3})-(?P<index>[0-9]{3,5})$")
+_SLOT_ID = re.compile(
+    r"^(?P<pool>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-n(?P<numa>[0-9]{1,3})-(?P<index>[0-9]{3,5})$"
+)
 _PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -49,11 +51,13 @@ def validate_prefix(prefix: str) -> str:
 
 
 def slot_device_id(pool: str, numa_node: int, index: int) -> str:
-    """``<pool>-n<numa>-<index>``: stable, so the kubelet's checkpoint stays valid across restarts."""
+    """``<pool>-n<numa>-<index>``: stable, so the kubelet's checkpoint stays valid across
+    restarts."""
     device_id = f"{pool}-n{numa_node}-{index:03d}"
     if len(device_id) > MAX_DEVICE_ID:
         raise InvalidName(
-            f"device ID {device_id!r} is longer than {MAX_DEVICE_ID} characters: shorten pool {pool!r}"
+            f"device ID {device_id!r} is longer than {MAX_DEVICE_ID} characters: "
+            f"shorten pool {pool!r}"
         )
     return device_id
 
@@ -107,7 +111,8 @@ def cni_socket(run_dir: Path) -> Path:
 
 def devinfo_path(resource: str, device_id: str, devinfo_dir: Path = DEVINFO_DIR) -> Path:
     """Device-info file of the Multus convention: resource with '/' as '-', then the ID."""
-    return Path(devinfo_dir) / f"{resource.replace('/', '-')}-{validate_device_id(device_id)}-device.json"
+    name = f"{resource.replace('/', '-')}-{validate_device_id(device_id)}-device.json"
+    return Path(devinfo_dir) / name
 
 
 def _env_token(value: str) -> str:
@@ -117,6 +122,11 @@ def _env_token(value: str) -> str:
 def pool_env_name(pool: str) -> str:
     """``NUMANET_<POOL>``: comma-separated device IDs of that pool."""
     return f"NUMANET_{_env_token(pool)}"
+
+
+def pool_numa_env_name(pool: str) -> str:
+    """``NUMANET_<POOL>_NUMA``: comma-separated NUMA nodes of the container's devices."""
+    return f"{pool_env_name(pool)}_NUMA"
 
 
 def pci_env_name(prefix: str, pool: str) -> str:

@@ -30,6 +30,7 @@ class Slot:
     container_dir: Path | None = None  # /run/numanet/<pool>/<deviceID>
     pci_address: str | None = None  # dpdk-nic only
     iommu_group: str | None = None  # dpdk-nic only
+    pf_pci_address: str | None = None  # dpdk-nic VF only: its PF (device-info pf-pci-address)
 
     @property
     def host_socket(self) -> Path | None:
