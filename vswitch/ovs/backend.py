@@ -1,0 +1,506 @@
+"""OVS-DPDK backend of ``vswitch.api.VSwitch`` through ovsdbapp (Open_vSwitch schema).
+
+One long-lived database connection; each plug or unplug is one OVSDB transaction that
+also bumps ``next_cfg``, after which the calling thread waits for ovs-vswitchd to apply it
+(``cur_cfg``) and reads the Interface's ``ofport`` / ``error``: OVS reports a refused
+port (bad devargs, a socket it cannot create) only there, after the commit succeeded,
+so a failed port is removed again and the caller gets a VSwitchError.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+from typing import Any
+
+from ovsdbapp import exceptions as ovsdbapp_exceptions
+
+from vswitch.api import (
+    TAG_DEVICE_ID,
+    Health,
+    PluggedPort,
+    PortSpec,
+    VSwitch,
+    VSwitchError,
+    VSwitchUnavailable,
+)
+from vswitch.ovs import ports as _ports
+from vswitch.ovs.commands import PlugPort, PlugRefused, Probe, UnplugPort, find_bridge_of
+from vswitch.ovs.connection import Connection
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "unix:/run/openvswitch/db.sock"
+DEFAULT_BRIDGE = "br-numanet"
+# health() must answer while the agent polls it; a live vswitchd acks within milliseconds.
+_HEALTH_PROBE_TIMEOUT = 2.0
+
+
+def _first(value: Any) -> Any:
+    """Optional OVSDB columns arrive as [] or [x]."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def _describe(spec: PortSpec) -> str:
+    owner = spec.owner
+    return f"device_id={spec.device_id} pod={owner.pod_namespace}/{owner.pod_name}"
+
+
+class OvsVSwitch(VSwitch):
+    """Ports for numanet slots on an OVS-DPDK netdev bridge.
+
+    ``bridge`` is used when a spec names no network. ``vhost_sock_dir`` is where
+    ovs-vswitchd creates ``dpdkvhostuser`` sockets (its run directory plus
+    ``other_config:vhost-sock-dir``); by default the directory of a ``unix:`` db socket.
+
+    Ports by container side (DESIGN.md "Roles"):
+
+    - vhost-user server: ``dpdkvhostuserclient`` with ``vhost-server-path`` = slot socket;
+    - vhost-user client: ``dpdkvhostuser``; OVS's socket is hard-linked into the slot
+      (same filesystem needed) and the link is removed at unplug;
+    - memif slave: ``dpdk`` with ``net_memif`` devargs, OVS is the server and creates the
+      slot socket; the container must open ``tags["numanet-memif-queues"]`` queue pairs;
+    - memif master: OVS connects once at plug time, so the container's socket must exist.
+    """
+
+    name = "ovs"
+
+    def __init__(
+        self,
+        db: str = DEFAULT_DB,
+        bridge: str = DEFAULT_BRIDGE,
+        *,
+        timeout: float = 5.0,
+        vhost_sock_dir: str | None = None,
+    ) -> None:
+        self.db = db
+        self.bridge = bridge
+        self.timeout = timeout
+        self._vhost_sock_dir = vhost_sock_dir
+        self._conn: Connection | None = None
+        self._connect_lock = threading.Lock()
+        self._device_locks: dict[str, threading.Lock] = {}
+        self._device_locks_guard = threading.Lock()
+
+    # -- connection --------------------------------------------------------------------
+
+    def connect(self, timeout: float | None = None) -> None:
+        with self._connect_lock:
+            if self._conn is not None:
+                return
+            try:
+                self._conn = Connection(self.db, timeout if timeout is not None else self.timeout)
+            except Exception as exc:
+                raise VSwitchUnavailable(
+                    f"cannot connect to ovsdb-server at {self.db}: {exc}. Start Open vSwitch "
+                    "(ovsdb-server and ovs-vswitchd-dpdk) or point vswitches.ovs.db at its socket"
+                ) from exc
+            log.info("connected to ovsdb db=%s bridge=%s", self.db, self.bridge)
+
+    def close(self) -> None:
+        with self._connect_lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _connection(self) -> Connection:
+        """The live connection, connecting first if needed; VSwitchUnavailable when down."""
+        conn = self._conn
+        if conn is None:
+            self.connect()
+            conn = self._conn
+        if conn is None:  # closed by another thread meanwhile
+            raise VSwitchUnavailable(f"the connection to {self.db} was closed")
+        if not conn.is_connected():
+            raise VSwitchUnavailable(
+                f"lost the connection to ovsdb-server at {self.db} (reconnecting): check that "
+                "ovsdb-server runs, then try again"
+            )
+        return conn
+
+    def _commit(self, conn: Connection, what: str, *commands: Any) -> tuple[list[Any], int | None]:
+        """One transaction; returns the command results and the next_cfg it asked for."""
+        try:
+            with conn.api.transaction(check_error=True, log_errors=False) as txn:
+                for cmd in commands:
+                    txn.add(cmd)
+        except ovsdbapp_exceptions.TimeoutException as exc:
+            raise VSwitchUnavailable(
+                f"ovsdb-server at {self.db} did not answer {what} within {self.timeout:g} s: "
+                "check that it runs and is not overloaded, then try again"
+            ) from exc
+        except PlugRefused as exc:
+            raise VSwitchError(f"OVS refused {what}: {exc}") from exc
+        except RuntimeError as exc:
+            if not conn.is_connected():
+                raise VSwitchUnavailable(
+                    f"lost ovsdb-server at {self.db} during {what}: {exc}"
+                ) from exc
+            raise VSwitchError(f"OVS refused {what}: {exc}") from exc
+        return [cmd.result for cmd in commands], txn.next_cfg
+
+    def _wait_applied(self, conn: Connection, next_cfg: int | None, timeout: float) -> bool:
+        """True once ovs-vswitchd has applied the configuration up to ``next_cfg``."""
+        if next_cfg is None:
+            return True
+
+        def applied(tables: Any) -> bool:
+            rows = list(tables["Open_vSwitch"].rows.values())
+            return bool(rows) and rows[0].cur_cfg >= next_cfg
+
+        return bool(conn.wait_for(applied, timeout))
+
+    def _device_lock(self, device_id: str) -> threading.Lock:
+        with self._device_locks_guard:
+            return self._device_locks.setdefault(device_id, threading.Lock())
+
+    # -- reads -------------------------------------------------------------------------
+
+    @staticmethod
+    def _find_port(tables: Any, name: str) -> tuple[Any, Any] | None:
+        for port in tables["Port"].rows.values():
+            if port.name == name:
+                return port, find_bridge_of(tables, port)
+        return None
+
+    def ports(self) -> list[PluggedPort]:
+        conn = self._connection()
+
+        def owned(tables: Any) -> list[PluggedPort]:
+            found = []
+            for bridge in tables["Bridge"].rows.values():
+                for port in bridge.ports:
+                    ids = dict(port.external_ids)
+                    if _ports.is_ours(ids):
+                        found.append(_ports.plugged_from_tags(port.name, bridge.name, ids))
+            return found
+
+        return sorted(conn.read(owned), key=lambda p: p.device_id)
+
+    def _plugged(
+        self, conn: Connection, device_id: str
+    ) -> tuple[PluggedPort, dict[str, str]] | None:
+        name = _ports.port_name(device_id)
+
+        def lookup(tables: Any) -> tuple[PluggedPort, dict[str, str]] | None:
+            found = self._find_port(tables, name)
+            if found is None:
+                return None
+            port, bridge = found
+            ids = dict(port.external_ids)
+            if not _ports.is_ours(ids) or ids.get(TAG_DEVICE_ID) != device_id:
+                raise VSwitchError(
+                    f"port {name} on OVS is not numanet's port for device_id={device_id} "
+                    f"(external_ids {ids}): remove it with 'ovs-vsctl del-port {name}'"
+                )
+            return _ports.plugged_from_tags(name, bridge.name if bridge else "", ids), ids
+
+        return conn.read(lookup)
+
+    # -- plug / unplug ---------------------------------------------------------------------
+
+    def plug(self, spec: PortSpec) -> PluggedPort:
+        plan = _ports.plan_port(spec, self.bridge)
+        with self._device_lock(spec.device_id):
+            conn = self._connection()
+            existing = self._plugged(conn, spec.device_id)
+            if existing is not None:
+                return self._replug(spec, plan, *existing)
+            if spec.kind == "memif":
+                plan = _ports.with_memif_queues(
+                    plan, _ports.memif_queue_pairs(self._other_config(conn, "pmd-cpu-mask"))
+                )
+            _, next_cfg = self._commit(
+                conn, f"plug of {_describe(spec)} port {plan.name}", PlugPort(conn.api, plan)
+            )
+            try:
+                self._check_applied(conn, plan, next_cfg, spec)
+                if plan.link_socket_to:
+                    self._link_vhost_socket(conn, plan)
+            except BaseException:
+                self._rollback(conn, plan, spec)
+                raise
+            log.info(
+                "plugged port %s, device_id=%s pod=%s/%s bridge=%s type=%s socket=%s",
+                plan.name,
+                spec.device_id,
+                spec.owner.pod_namespace,
+                spec.owner.pod_name,
+                plan.bridge,
+                plan.iface_type,
+                spec.socket_path,
+                extra={"device_id": spec.device_id, "port": plan.name},
+            )
+            return _ports.plugged_from_tags(plan.name, plan.bridge, plan.port_external_ids)
+
+    def _replug(
+        self, spec: PortSpec, plan: _ports.PortPlan, plugged: PluggedPort, ids: dict[str, str]
+    ) -> PluggedPort:
+        if plugged.owner != spec.owner:
+            raise VSwitchError(
+                f"device_id={spec.device_id} is already plugged for pod="
+                f"{plugged.owner.pod_namespace}/{plugged.owner.pod_name} container="
+                f"{plugged.owner.container_id[:12]} ifname={plugged.owner.ifname}; refusing it for "
+                f"{_describe(spec)}: unplug it first (CNI DEL of the old attachment)"
+            )
+        differences = _ports.spec_differences(plan, ids)
+        if differences or plugged.network != plan.bridge:
+            if plugged.network != plan.bridge:
+                differences.append(f"bridge: {plugged.network!r} -> {plan.bridge!r}")
+            raise VSwitchError(
+                f"{_describe(spec)} is already plugged as port {plan.name} with other settings "
+                f"({'; '.join(differences)}): unplug it first"
+            )
+        log.info(
+            "port %s already plugged, device_id=%s pod=%s/%s",
+            plan.name,
+            spec.device_id,
+            spec.owner.pod_namespace,
+            spec.owner.pod_name,
+        )
+        return plugged
+
+    def _check_applied(
+        self, conn: Connection, plan: _ports.PortPlan, next_cfg: int | None, spec: PortSpec
+    ) -> None:
+        """Wait for vswitchd to apply the port; raise when it refused it or is not there."""
+
+        def outcome(tables: Any) -> tuple[str, str] | None:
+            rows = list(tables["Open_vSwitch"].rows.values())
+            if not rows or next_cfg is None or rows[0].cur_cfg < next_cfg:
+                return None
+            for iface in tables["Interface"].rows.values():
+                if iface.name == plan.name:
+                    error = _first(iface.error)
+                    ofport = _first(iface.ofport)
+                    if error:
+                        return "error", str(error)
+                    if ofport is not None:
+                        return ("ok", "") if ofport > 0 else ("error", f"ofport={ofport}")
+                    return None
+            return "error", "the interface row vanished"
+
+        result = conn.wait_for(outcome, self.timeout)
+        if result is None:
+            raise VSwitchUnavailable(
+                f"ovs-vswitchd did not apply the plug of {_describe(spec)} port {plan.name} "
+                f"within {self.timeout:g} s (database {self.db}): check that ovs-vswitchd runs; "
+                "the port was removed again"
+            )
+        status, detail = result
+        if status != "ok":
+            raise VSwitchError(
+                f"OVS could not create port {plan.name} ({plan.iface_type}) for "
+                f"{_describe(spec)}: {detail}; the port was removed again"
+            )
+
+    @staticmethod
+    def _other_config(conn: Connection, key: str) -> str | None:
+        def read(tables: Any) -> str | None:
+            rows = list(tables["Open_vSwitch"].rows.values())
+            return rows[0].other_config.get(key) if rows else None
+
+        return conn.read(read)
+
+    def _vhost_dir(self, conn: Connection) -> str:
+        base = self._vhost_sock_dir
+        if base is None:
+            base = os.path.dirname(self.db[len("unix:") :]) if self.db.startswith("unix:") else ""
+
+        sub = "" if self._vhost_sock_dir is not None else self._other_config(conn, "vhost-sock-dir")
+        return os.path.join(base, sub) if sub else base
+
+    def _link_vhost_socket(self, conn: Connection, plan: _ports.PortPlan) -> None:
+        """Make the socket OVS serves appear in the slot: a hard link of the same inode.
+
+        connect() only needs the inode, so a hard link in the slot directory (which the
+        container mounts) reaches OVS; it must be on the same filesystem as OVS's run dir.
+        """
+        assert plan.link_socket_to is not None
+        source = os.path.join(self._vhost_dir(conn), plan.name)
+        target = plan.link_socket_to
+        try:
+            if not stat.S_ISSOCK(os.stat(source).st_mode):
+                raise VSwitchError(f"{source} is not a socket")
+        except FileNotFoundError as exc:
+            raise VSwitchError(
+                f"OVS created no vhost-user socket at {source} for port {plan.name} "
+                f"device_id={plan.device_id}: pass vhost_sock_dir (OVS run dir + "
+                "other_config:vhost-sock-dir) to the OVS backend"
+            ) from exc
+        self._remove_stale_socket(target, plan)
+        try:
+            os.link(source, target)
+        except OSError as exc:
+            hint = (
+                " (OVS's run dir and the slot directory are on different filesystems: put "
+                "them on one, or use vhost-user mode server)"
+                if exc.errno == 18
+                else ""
+            )
+            raise VSwitchError(
+                f"cannot link OVS socket {source} to {target} for device_id={plan.device_id}: "
+                f"{exc}{hint}"
+            ) from exc
+
+    @staticmethod
+    def _remove_stale_socket(path: str, plan: _ports.PortPlan) -> None:
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise VSwitchError(
+                f"{path} exists and is not a socket; refusing to replace it for "
+                f"device_id={plan.device_id}"
+            )
+        os.unlink(path)
+
+    def _rollback(self, conn: Connection, plan: _ports.PortPlan, spec: PortSpec) -> None:
+        try:
+            self._commit(conn, f"rollback of port {plan.name}", UnplugPort(conn.api, plan.name))
+        except VSwitchError as exc:
+            log.error(
+                "could not roll back port %s, device_id=%s pod=%s/%s: %s",
+                plan.name,
+                spec.device_id,
+                spec.owner.pod_namespace,
+                spec.owner.pod_name,
+                exc,
+            )
+            return
+        self._remove_socket_files(
+            plan.port_external_ids, plan.vswitch_serves_socket, plan.link_socket_to is not None
+        )
+        log.warning(
+            "rolled back port %s, device_id=%s pod=%s/%s",
+            plan.name,
+            spec.device_id,
+            spec.owner.pod_namespace,
+            spec.owner.pod_name,
+        )
+
+    @staticmethod
+    def _remove_socket_files(ids: dict[str, str], vswitch_serves: bool, linked: bool) -> None:
+        """Remove a socket numanet linked, or one DPDK created and left behind."""
+        path = ids.get(_ports.TAG_SOCKET_PATH)
+        if not path or not (vswitch_serves or linked):
+            return
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def unplug(self, device_id: str) -> bool:
+        if not isinstance(device_id, str) or not device_id:
+            raise VSwitchError(f"device ID {device_id!r} is empty or not a string")
+        with self._device_lock(device_id):
+            conn = self._connection()
+            existing = self._plugged(conn, device_id)
+            if existing is None:
+                log.info("no port to unplug, device_id=%s", device_id)
+                return False
+            plugged, ids = existing
+            results, next_cfg = self._commit(
+                conn,
+                f"unplug of device_id={device_id} port {plugged.port_name}",
+                UnplugPort(conn.api, plugged.port_name),
+            )
+            # Waiting lets DPDK close the socket before the slot is reused; a stopped
+            # vswitchd does not make the port come back, so only log it.
+            if not self._wait_applied(conn, next_cfg, self.timeout):
+                log.warning(
+                    "ovs-vswitchd did not confirm the unplug of port %s device_id=%s within %gs",
+                    plugged.port_name,
+                    device_id,
+                    self.timeout,
+                )
+            role = ids.get(_ports.TAG_CONTAINER_ROLE, "")
+            kind = ids.get(_ports.TAG_KIND, "")
+            linked = kind == "vhost-user" and role == "client"
+            serves = kind == "memif" and role in ("slave", "client")
+            self._remove_socket_files(ids, serves, linked)
+            log.info(
+                "unplugged port %s, device_id=%s pod=%s/%s",
+                plugged.port_name,
+                device_id,
+                plugged.owner.pod_namespace,
+                plugged.owner.pod_name,
+                extra={"device_id": device_id, "port": plugged.port_name},
+            )
+            return bool(results[0])
+
+    # -- health and placement --------------------------------------------------------------
+
+    def health(self) -> Health:
+        try:
+            conn = self._connection()
+        except VSwitchUnavailable as exc:
+            return Health(False, str(exc))
+
+        def state(tables: Any) -> tuple[bool, int, int] | None:
+            rows = list(tables["Open_vSwitch"].rows.values())
+            if not rows:
+                return None
+            row = rows[0]
+            return bool(row.dpdk_initialized), row.cur_cfg, row.next_cfg
+
+        facts = conn.read(state)
+        if facts is None:
+            return Health(
+                False, f"database {self.db} has no Open_vSwitch row: run 'ovs-vsctl init'"
+            )
+        if not facts[0]:
+            return Health(
+                False,
+                "DPDK is not initialised in ovs-vswitchd: set other_config:dpdk-init=true "
+                "and (re)start ovs-vswitchd-dpdk",
+            )
+        # dpdk_initialized stays true after vswitchd died: ask it to ack a no-op change.
+        try:
+            _, next_cfg = self._commit(conn, "health probe", Probe(conn.api))
+        except VSwitchError as exc:
+            return Health(False, str(exc))
+        probe = min(self.timeout, _HEALTH_PROBE_TIMEOUT)
+        if not self._wait_applied(conn, next_cfg, probe):
+            return Health(
+                False,
+                f"ovs-vswitchd did not answer within {probe:g} s (next_cfg={next_cfg}, "
+                f"cur_cfg={facts[1]}): check that ovs-vswitchd runs against {self.db}",
+            )
+        return Health(True)
+
+    def poll_numa_nodes(self, sysfs_root: str = "/sys") -> frozenset[int] | None:
+        """NUMA nodes of the PMD cores: ``other_config:pmd-cpu-mask`` mapped through sysfs.
+
+        With no pmd-cpu-mask, OVS starts one PMD thread on each NUMA node that has ports,
+        so every node of the machine is returned. None when the database cannot be read
+        or the mask cannot be parsed.
+        """
+        import numa  # lazily: the backend must import without reading sysfs
+
+        try:
+            conn = self._connection()
+        except VSwitchUnavailable:
+            return None
+
+        text = self._other_config(conn, "pmd-cpu-mask")
+        topology = numa.discover(sysfs_root)
+        if not text:
+            return frozenset(node.id for node in topology.nodes)
+        try:
+            cpus = numa.parse_cpumask(text)
+        except ValueError as exc:
+            log.warning("cannot parse OVS pmd-cpu-mask %r: %s", text, exc)
+            return None
+        return numa.cpus_to_nodes(cpus, topology)
+
+    # -- misc ------------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"OvsVSwitch(db={self.db!r}, bridge={self.bridge!r})"

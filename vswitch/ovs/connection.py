@@ -1,0 +1,191 @@
+"""One long-lived ovsdbapp connection to an Open_vSwitch database, per backend instance.
+
+Three things ovsdbapp does not give out of the box, and why:
+
+- ``ovsdbapp.backend.ovs_idl.Backend`` keeps its connection on the *class*, so a second
+  backend (another database, a reconnect after ``close``) would silently reuse the first.
+  ``_Api`` keeps it on the instance.
+- ovsdbapp's vsctl-style transaction waits for ovs-vswitchd inside the connection thread
+  and only logs failures; every other caller's transaction then waits too. ``_CfgTransaction``
+  only bumps ``next_cfg`` and records the value; the calling thread waits (``wait_for``).
+- ``from_server`` fetches the schema with a blocking call that has no timeout;
+  ``_fetch_schema`` bounds it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ovs.db import idl as ovs_idl
+from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_connection
+from ovsdbapp.backend.ovs_idl import idlutils, transaction
+from ovsdbapp.schema.open_vswitch import impl_idl
+
+log = logging.getLogger(__name__)
+
+SCHEMA_NAME = "Open_vSwitch"
+TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+T = TypeVar("T")
+
+
+class SchemaFetchError(RuntimeError):
+    pass
+
+
+def _fetch_schema(db: str, timeout: float) -> dict[str, Any]:
+    """``get_schema`` over JSON-RPC with a deadline (unix: and tcp: remotes)."""
+    if db.startswith("unix:"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(db[len("unix:") :])
+        except OSError:
+            sock.close()
+            raise
+    elif db.startswith("tcp:"):
+        host, _, port = db[len("tcp:") :].rpartition(":")
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    else:
+        # ssl: and the rest: ovsdbapp's own (unbounded) fetch.
+        result: dict[str, Any] = idlutils.fetch_schema_json(db, SCHEMA_NAME)
+        return result
+    deadline = time.monotonic() + timeout
+    request = {"method": "get_schema", "params": [SCHEMA_NAME], "id": 0}
+    decoder = json.JSONDecoder()
+    with sock:
+        sock.sendall(json.dumps(request).encode())
+        buffer = ""
+        while True:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise SchemaFetchError(f"{db} closed the connection before sending the schema")
+            buffer += chunk.decode()
+            try:
+                reply, _ = decoder.raw_decode(buffer.lstrip())
+            except ValueError:
+                continue  # not complete yet
+            if reply.get("id") != 0:
+                buffer = ""  # a notification or echo; the schema reply follows
+                continue
+            if reply.get("error"):
+                raise SchemaFetchError(f"{db} refused get_schema: {reply['error']}")
+            schema: dict[str, Any] = reply["result"]
+            return schema
+
+
+class _NotifyingIdl(ovsdbapp_connection.OvsdbIdl):  # type: ignore[misc]
+    """Wakes threads in ``Connection.wait_for`` whenever a row changes."""
+
+    def __init__(self, *args: Any, changed: threading.Condition, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._changed = changed
+        self.generation = 0
+
+    def notify(self, event: Any, row: Any, updates: Any = None) -> None:
+        with self._changed:
+            self.generation += 1
+            self._changed.notify_all()
+
+
+class _CfgTransaction(transaction.Transaction):  # type: ignore[misc]
+    """Bumps ``Open_vSwitch.next_cfg`` in the same transaction; ``next_cfg`` is the new value.
+
+    ovs-vswitchd copies next_cfg to cur_cfg once it has applied everything up to it: the
+    caller waits for that outside the connection thread.
+    """
+
+    next_cfg: int | None = None
+
+    def pre_commit(self, txn: Any) -> None:
+        if not self.api._tables["Open_vSwitch"].rows:
+            raise RuntimeError("the database has no Open_vSwitch row: run 'ovs-vsctl init'")
+        self.api._ovs.increment("next_cfg")
+
+    def post_commit(self, txn: Any) -> None:
+        super().post_commit(txn)
+        self.next_cfg = txn.get_increment_new_value()
+
+
+class _Api(impl_idl.OvsdbIdl):  # type: ignore[misc]
+    """ovsdbapp's Open_vSwitch API with the connection held per instance."""
+
+    def __init__(self, conn: Any) -> None:
+        self._instance_connection = conn
+        super().__init__(conn)
+
+    @property
+    def ovsdb_connection(self) -> Any:
+        return self._instance_connection
+
+    @ovsdb_connection.setter
+    def ovsdb_connection(self, conn: Any) -> None:
+        self._instance_connection = conn
+
+    def create_transaction(
+        self, check_error: bool = False, log_errors: bool = True, **kwargs: Any
+    ) -> _CfgTransaction:
+        return _CfgTransaction(
+            self, self.ovsdb_connection, self.ovsdb_connection.timeout, check_error, log_errors
+        )
+
+
+class Connection:
+    """An ovsdbapp API bound to one database, plus a way to wait for row changes."""
+
+    def __init__(self, db: str, timeout: float) -> None:
+        self.db = db
+        self.timeout = timeout
+        self._changed = threading.Condition()
+        schema = _fetch_schema(db, timeout)
+        helper = ovs_idl.SchemaHelper(None, schema)
+        for table in TABLES:
+            helper.register_table(table)
+        self._idl = _NotifyingIdl(db, helper, changed=self._changed)
+        self._conn = ovsdbapp_connection.Connection(self._idl, timeout)
+        self.api = _Api(self._conn)  # starts the connection thread after the first sync
+
+    @property
+    def lock(self) -> Any:
+        """Held by the connection thread while it changes the in-memory rows."""
+        return self._conn.lock
+
+    @property
+    def idl(self) -> Any:
+        return self._idl
+
+    def is_connected(self) -> bool:
+        session = getattr(self._idl, "_session", None)
+        return bool(session is not None and session.is_connected())
+
+    def read(self, reader: Callable[[Any], T]) -> T:
+        """Run ``reader(tables)`` on a consistent view of the rows."""
+        with self._conn.lock:
+            return reader(self._idl.tables)
+
+    def wait_for(self, predicate: Callable[[Any], T], timeout: float) -> T | None:
+        """Wait until ``predicate(tables)`` is truthy; its value, or None on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            # Take the generation before looking, so a change in between is not missed.
+            with self._changed:
+                generation = self._idl.generation
+            value = self.read(predicate)
+            if value:
+                return value
+            with self._changed:
+                while self._idl.generation == generation:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    self._changed.wait(remaining)
+
+    def close(self) -> None:
+        if not self._conn.stop(timeout=self.timeout):
+            log.warning("ovsdb connection thread did not stop db=%s", self.db)
