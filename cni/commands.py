@@ -1,0 +1,344 @@
+"""The CNI verbs as plain functions: ``add``, ``delete``, ``check``, ``status``, ``gc``,
+``version``. Each takes the validated ``CniRequest`` and a ``Context`` holding the
+agent's parts (slot lookup, vSwitches, kubelet client, IPAM runner) and returns what goes
+to stdout, or raises ``CniError``.
+
+ADD: config and device ID checked, slot found, the kubelet asked whether the device is
+this pod's, then under the device's lock: a record of the attachment is written first,
+IPAM ADD runs beside the vSwitch plug, the container files are written, and any failure
+undoes every step done so far. DEL undoes the same steps and succeeds when they are
+already undone. GC tears down the attachments of this network that the runtime no
+longer lists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from cni import errors
+from cni.container_config import (
+    ContainerView,
+    config_path,
+    devinfo_file,
+    remove_file,
+    write_container_config,
+    write_devinfo,
+)
+from cni.context import Allocations, Context, PodResources
+from cni.errors import CniError
+from cni.lookups import (
+    check_netns,
+    describe,
+    device_id_of,
+    find_port,
+    find_slot,
+    owner_matches,
+    pod_identity,
+    port_spec,
+    vswitch_error,
+    vswitch_for,
+)
+from cni.mac import normalize_mac, stable_mac
+from cni.netconf import SUPPORTED_VERSIONS, NetConf, cni_version_of, parse_netconf
+from cni.records import AttachmentRecord
+from cni.replay import replay
+from cni.request import CniRequest
+from cni.result import Interface, IpamResult, parse_dns, parse_result, render_result
+from cni.teardown import record_netconf, remove_unrecorded, take_over, teardown
+from deviceplugin.slots import Slot
+from vswitch.api import Owner, VSwitch, VSwitchError
+
+__all__ = ["Allocations", "Context", "PodResources", "VERBS", "add", "check", "delete", "gc",
+           "replay", "status", "version"]
+
+log = logging.getLogger(__name__)
+
+
+# -- ADD ------------------------------------------------------------------------------------
+
+
+def add(req: CniRequest, ctx: Context) -> str:
+    conf = parse_netconf(req.stdin, "ADD")
+    namespace, name = pod_identity(req)
+    check_netns(req.netns)
+    device_id = device_id_of(conf, required=True)
+    assert device_id is not None
+    slot = find_slot(ctx, conf, device_id)
+    backend = vswitch_for(ctx, slot)
+    if conf.mac:
+        mac = normalize_mac(conf.mac, "runtimeConfig.mac")
+    elif req.args.mac:
+        mac = normalize_mac(req.args.mac, "CNI_ARGS MAC", errors.INVALID_ENVIRONMENT)
+    else:
+        mac = stable_mac(device_id, req.container_id)
+    devinfo = devinfo_file(conf.device_info_file, ctx.devinfo_root) \
+        if conf.device_info_file else None
+    if conf.ipam_type:
+        ctx.ipam.find(conf.ipam_type, req.path)  # refuse a missing plugin before any change
+    pod = f"{namespace}/{name}"
+    what = describe(device_id, pod, req.container_id, req.ifname)
+    ctx.pod_resources.check_allocated(namespace, name, slot.resource, device_id)
+
+    with ctx.locks.hold(device_id):
+        take_over(ctx, req, device_id, what)
+        stored = {k: v for k, v in conf.raw.items() if k != "prevResult"}
+        record = AttachmentRecord(
+            device_id=device_id, network=conf.name, container_id=req.container_id,
+            ifname=req.ifname, pod_namespace=namespace, pod_name=name, netns=req.netns,
+            cni_path=req.path, cni_args=req.args.raw, mac=mac,
+            device_info_file=str(devinfo) if devinfo else None, netconf=stored)
+        try:
+            ctx.records.put(record)
+        except OSError as exc:
+            raise CniError(errors.IO_FAILURE, f"cannot record the attachment: {exc}",
+                           f"check that {ctx.records.dir} is writable by the agent") from None
+        done: set[str] = set()
+        try:
+            ipam = _plug_and_address(ctx, req, conf, slot, backend, mac, devinfo, done)
+            ctx.records.put(replace(record, state="added"))
+        except BaseException as exc:
+            # An IPAM ADD that failed cleaned up after itself (the spec asks plugins to);
+            # its DEL would only fail again on the same config.
+            failures = teardown(ctx, req, record, conf if "ipam" in done else None)
+            if failures:
+                log.error("ADD undo incomplete %s: %s", what, "; ".join(map(str, failures)))
+            if isinstance(exc, CniError):
+                raise
+            if isinstance(exc, VSwitchError):
+                raise vswitch_error(exc, f"plug of {what}") from None
+            if isinstance(exc, OSError):
+                raise CniError(errors.IO_FAILURE, f"ADD of {what} failed: {exc}") from None
+            raise
+    log.info("attachment added %s network=%s mac=%s ips=%s", what, conf.name, mac,
+             ",".join(ip.address for ip in ipam.ips) or "-")
+    iface = Interface(
+        name=req.ifname, mac=mac, sandbox=req.netns,
+        socket_path=str(slot.container_socket) if slot.kind != "dpdk-nic" else None,
+        pci_id=(slot.pci_address or slot.device_id) if slot.kind == "dpdk-nic" else None,
+        mtu=conf.mtu)
+    return _dumps(render_result(conf.cni_version, (iface,), ipam))
+
+
+def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
+                      backend: VSwitch | None, mac: str, devinfo: Path | None,
+                      done: set[str]) -> IpamResult:
+    """Plug the port in this thread while a worker runs IPAM ADD and writes the container
+    files: the two are independent, and the plug mostly waits for ovs-vswitchd. ``done``
+    gets "ipam" once a lease is held, so a failure knows whether to release it."""
+
+    def address_and_files() -> IpamResult:
+        result = IpamResult()
+        if conf.ipam_type:
+            result = ctx.ipam.add(req, conf)
+            done.add("ipam")
+        if not result.dns.to_json() and conf.dns:
+            result = replace(result, dns=parse_dns(conf.dns, "dns"))
+        write_container_config(slot, ContainerView(conf.name, req.ifname, mac, result, conf.mtu))
+        if devinfo is not None:
+            write_devinfo(devinfo, slot)
+        return result
+
+    pending = ctx.executor.submit(address_and_files)
+    plug_error: BaseException | None = None
+    try:
+        if backend is not None:
+            owner = Owner(req.args.pod_namespace or "", req.args.pod_name or "",
+                          req.container_id, req.ifname)
+            backend.plug(port_spec(backend, slot, conf, owner, mac))
+    except BaseException as exc:
+        plug_error = exc
+    # Always wait for the worker, so a failed plug never leaves a lease or file being
+    # written behind the undo.
+    try:
+        result = pending.result()
+    except BaseException:
+        if plug_error is None:
+            raise
+        result = IpamResult()
+    if plug_error is not None:
+        raise plug_error
+    return result
+
+
+# -- DEL ------------------------------------------------------------------------------------
+
+
+def delete(req: CniRequest, ctx: Context) -> str:
+    conf = parse_netconf(req.stdin, "DEL")
+    device_id = device_id_of(conf, required=False)
+    record = ctx.records.get(device_id) if device_id else None
+    if record is None or not record.same_attachment(req.container_id, req.ifname):
+        # The config names no device (Multus lost its cache) or another one than this
+        # attachment holds: find the attachment by (container, ifname) instead.
+        mine = ctx.records.find(req.container_id, req.ifname)
+        if mine is not None:
+            device_id = mine.device_id
+        elif device_id is None:
+            device_id = _device_of_port(ctx, req)
+    pod = req.args.pod
+    what = describe(device_id, pod, req.container_id, req.ifname)
+    failures: list[CniError] = []
+    released = False
+    if device_id is not None:
+        with ctx.locks.hold(device_id):
+            record = ctx.records.get(device_id)
+            if record is not None and record.same_attachment(req.container_id, req.ifname):
+                failures = teardown(ctx, req, record, conf)
+                released = True
+            else:
+                # Another attachment holds the device now (or nothing does): only this
+                # attachment's leftovers may go, never the holder's port.
+                failures = remove_unrecorded(ctx, req, device_id, what)
+    if not released and conf.ipam_type:
+        try:
+            ctx.ipam.delete(req, conf)
+        except CniError as exc:
+            failures.append(exc)
+    if conf.device_info_file and not released:
+        try:
+            remove_file(devinfo_file(conf.device_info_file, ctx.devinfo_root))
+        except (CniError, OSError) as exc:
+            log.warning("device-info file not removed %s error=%s", what, exc)
+    if failures:
+        raise failures[0]
+    log.info("DEL done %s network=%s", what, conf.name)
+    return ""
+
+
+def _device_of_port(ctx: Context, req: CniRequest) -> str | None:
+    for backend in ctx.vswitches.values():
+        try:
+            for port in backend.ports():
+                if owner_matches(port, req.container_id, req.ifname):
+                    return port.device_id
+        except VSwitchError as exc:
+            raise vswitch_error(exc, f"cannot list ports of vSwitch {backend.name}") from None
+    return None
+
+
+# -- CHECK ----------------------------------------------------------------------------------
+
+
+def check(req: CniRequest, ctx: Context) -> str:
+    conf = parse_netconf(req.stdin, "CHECK")
+    check_netns(req.netns)
+    if conf.prev_result is None:
+        raise CniError(errors.INVALID_NETWORK_CONFIG, "CHECK without prevResult",
+                       "the runtime must pass the result of the ADD as prevResult")
+    device_id = device_id_of(conf, required=False)
+    record = ctx.records.get(device_id) if device_id else \
+        ctx.records.find(req.container_id, req.ifname)
+    what = describe(device_id, req.args.pod, req.container_id, req.ifname)
+    if record is None or record.state != "added" \
+            or not record.same_attachment(req.container_id, req.ifname):
+        raise CniError(errors.CHECK_FAILED, f"no numanet attachment for {what}",
+                       "the attachment was removed or never completed; delete and add the pod's "
+                       "network again")
+    slot = ctx.slots.slot(record.device_id)
+    if slot is None:
+        raise CniError(errors.CHECK_FAILED, f"device {record.device_id} is no longer advertised",
+                       "its pool left the agent's configuration")
+    backend = vswitch_for(ctx, slot)
+    if backend is not None:
+        port = find_port(backend, record.device_id)
+        if port is None or not owner_matches(port, req.container_id, req.ifname):
+            raise CniError(errors.CHECK_FAILED,
+                           f"vSwitch {backend.name} has no port for {what}",
+                           "the port was removed behind numanet's back; recreate the pod")
+    path = config_path(slot)
+    if path is not None and not path.is_file():
+        raise CniError(errors.CHECK_FAILED, f"container config {path} is missing for {what}",
+                       "recreate the pod's network")
+    if record.device_info_file and not Path(record.device_info_file).is_file():
+        raise CniError(errors.CHECK_FAILED,
+                       f"device-info file {record.device_info_file} is missing for {what}",
+                       "recreate the pod's network")
+    interfaces, _ = parse_result(conf.prev_result, "prevResult")
+    mine = [i for i in interfaces if i.name == req.ifname]
+    if mine and mine[0].mac and record.mac and mine[0].mac.lower() != record.mac:
+        raise CniError(errors.CHECK_FAILED,
+                       f"prevResult says MAC {mine[0].mac} for {req.ifname}, numanet plugged "
+                       f"{record.mac}", "recreate the pod's network")
+    if conf.ipam_type:
+        ctx.ipam.check(req, conf)
+    return ""
+
+
+# -- STATUS, GC, VERSION ------------------------------------------------------------------
+
+
+def status(req: CniRequest, ctx: Context) -> str:
+    conf = parse_netconf(req.stdin, "STATUS")
+    for name, backend in ctx.vswitches.items():
+        health = backend.health()
+        if not health.healthy:
+            raise CniError(errors.PLUGIN_NOT_AVAILABLE, f"vSwitch {name} is not ready: "
+                           f"{health.reason}", "numanet cannot plumb new interfaces until it is")
+    if conf.ipam_type and req.path:
+        ctx.ipam.status(req, conf)
+    return ""
+
+
+def gc(req: CniRequest, ctx: Context) -> str:
+    conf = parse_netconf(req.stdin, "GC")
+    if conf.valid_attachments is None:
+        raise CniError(errors.INVALID_NETWORK_CONFIG, "GC without cni.dev/valid-attachments",
+                       "the runtime passes the attachments that stay; an empty list removes all")
+    valid = {(a.container_id, a.ifname) for a in conf.valid_attachments}
+    failures: list[CniError] = []
+    removed = 0
+    for stale in ctx.records.all():
+        if stale.network != conf.name or (stale.container_id, stale.ifname) in valid:
+            continue
+        with ctx.locks.hold(stale.device_id):
+            record = ctx.records.get(stale.device_id)
+            if record is None or not record.same_attachment(stale.container_id, stale.ifname):
+                continue  # removed or replaced while we waited
+            ipam_conf = record_netconf(record) or conf
+            failures += teardown(ctx, req, record, ipam_conf)
+            removed += 1
+    if conf.ipam_type:
+        try:
+            ctx.ipam.gc(req, conf)
+        except CniError as exc:
+            failures.append(exc)
+    _release_unheld(ctx)
+    log.info("GC network=%s removed=%d kept=%d", conf.name, removed, len(valid))
+    if failures:
+        raise failures[0]
+    return ""
+
+
+def _release_unheld(ctx: Context) -> None:
+    """Release the device plugin's allocations that neither the kubelet nor an attachment
+    holds; skipped (not failed) while the kubelet cannot be asked."""
+    if ctx.allocations is None:
+        return
+    try:
+        held = {device_id for _, device_id in ctx.pod_resources.held_devices()}
+    except CniError as exc:
+        log.warning("allocation release skipped: %s", exc.msg)
+        return
+    attached = {r.device_id for r in ctx.records.all()}
+    for device_id in sorted(set(ctx.allocations.all()) - held - attached):
+        if ctx.allocations.release(device_id):
+            log.info("allocation released device_id=%s (no pod holds it)", device_id)
+
+
+def version(req: CniRequest, ctx: Context | None = None) -> str:
+    return _dumps({"cniVersion": cni_version_of(req.stdin),
+                   "supportedVersions": list(SUPPORTED_VERSIONS)})
+
+
+VERBS: dict[str, Callable[[CniRequest, Context], str]] = {
+    "ADD": add, "DEL": delete, "CHECK": check, "STATUS": status, "GC": gc, "VERSION": version,
+}
+
+
+def _dumps(doc: Any) -> str:
+    return json.dumps(doc)

@@ -1,0 +1,126 @@
+"""What the container reads: ``numanet.json`` in its slot directory, and the device-info
+file Multus asks for in ``runtimeConfig.CNIDeviceInfoFile`` (device-info spec 1.1.0).
+
+Paths written here are the ones the container sees (``/run/numanet/<pool>/<deviceID>``),
+not the host's. The device-info path comes from the network configuration, so it is
+confined to Multus's CNI device-info directory (``<devinfo root>/cni``, never the device
+plugins' ``dp``) before anything is written there as root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cni import errors
+from cni.errors import CniError
+from cni.result import IpamResult
+from deviceplugin import naming
+from deviceplugin.devinfo import device_info
+from deviceplugin.fileio import write_atomic
+from deviceplugin.slots import Slot
+
+FORMAT_VERSION = 1
+# Device-info root (/var/run/k8s.cni.cncf.io/devinfo): Multus names CNI files under cni/,
+# device plugins write theirs under dp/.
+DEVINFO_ROOT = naming.DEVINFO_DIR.parent
+CNI_DEVINFO_SUBDIR = "cni"
+
+
+@dataclass(frozen=True)
+class ContainerView:
+    """The per-attachment facts the container config carries beside the slot's own."""
+
+    network: str
+    ifname: str
+    mac: str | None
+    ipam: IpamResult
+    mtu: int | None = None
+
+
+def container_config(slot: Slot, view: ContainerView) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "version": FORMAT_VERSION,
+        "deviceID": slot.device_id,
+        "pool": slot.pool,
+        "resource": slot.resource,
+        "kind": slot.kind,
+        "network": view.network,
+        "ifname": view.ifname,
+        "numaNode": slot.numa_node,
+    }
+    if slot.kind == "vhost-user":
+        doc["mode"] = slot.container_role
+        doc["socketPath"] = str(slot.container_socket)
+    elif slot.kind == "memif":
+        doc["role"] = slot.container_role
+        doc["memifMode"] = slot.memif_mode or "ethernet"
+        doc["memifId"] = 0
+        doc["socketPath"] = str(slot.container_socket)
+    else:
+        doc["pciAddress"] = slot.pci_address or slot.device_id
+    doc["mac"] = view.mac
+    doc["mtu"] = view.mtu
+    doc["ips"] = [ip.to_json() for ip in view.ipam.ips]
+    doc["routes"] = [r.to_json() for r in view.ipam.routes]
+    doc["dns"] = view.ipam.dns.to_json()
+    return doc
+
+
+def config_path(slot: Slot) -> Path | None:
+    return slot.host_dir / naming.CONTAINER_CONFIG_NAME if slot.host_dir else None
+
+
+def write_container_config(slot: Slot, view: ContainerView) -> Path | None:
+    """Write numanet.json atomically (0644: the container may run as any user)."""
+    path = config_path(slot)
+    if path is None:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(container_config(slot, view), indent=2).encode() + b"\n",
+                     mode=0o644)
+    except OSError as exc:
+        raise CniError(errors.IO_FAILURE, f"cannot write {path}: {exc.strerror}",
+                       "check that the slot directory exists and the agent can write it") from None
+    return path
+
+
+def remove_file(path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        os.unlink(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # already gone, or its directory never was one: nothing to remove
+
+
+def devinfo_file(requested: str, root: Path = DEVINFO_ROOT) -> Path:
+    """The CNIDeviceInfoFile path, refused unless it is a .json file in ``<root>/cni``."""
+    path = Path(requested)
+    allowed = Path(root) / CNI_DEVINFO_SUBDIR
+    real_root = Path(os.path.realpath(allowed))
+    real_parent = Path(os.path.realpath(path.parent)) if path.is_absolute() else None
+    inside = real_parent is not None and (real_parent == real_root
+                                          or real_root in real_parent.parents)
+    if not inside or ".." in path.parts or not path.name.endswith(".json") \
+            or len(requested) > 4096:
+        raise CniError(errors.INVALID_NETWORK_CONFIG,
+                       f"runtimeConfig.CNIDeviceInfoFile {requested[:120]!r} is not a .json file "
+                       f"under {allowed}",
+                       "Multus names a file in its device-info directory; numanet writes nowhere "
+                       "else")
+    return path
+
+
+def write_devinfo(path: Path, slot: Slot) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(device_info(slot), indent=2).encode() + b"\n", mode=0o644)
+    except OSError as exc:
+        raise CniError(errors.IO_FAILURE, f"cannot write device-info file {path}: {exc.strerror}",
+                       "check the device-info directory") from None
+    return path

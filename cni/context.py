@@ -1,0 +1,61 @@
+"""What the CNI verbs need from the agent, in one record built once per agent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cni.container_config import DEVINFO_ROOT
+from cni.ipam import IpamDelegate
+from cni.locks import DeviceLocks
+from cni.records import RecordStore
+from deviceplugin.slots import SlotLookup
+from vswitch.api import VSwitch
+
+
+class PodResources(Protocol):
+    def check_allocated(self, namespace: str, name: str, resource: str, device_id: str) -> None:
+        """Raise CniError unless the kubelet allocated ``device_id`` to that pod."""
+
+    def held_devices(self) -> set[tuple[str, str]]:
+        """(resource, device ID) of every device the kubelet lists for any pod."""
+
+
+class Allocations(Protocol):
+    """The device plugin's note of allocated devices (``deviceplugin.state.AllocationStore``)."""
+
+    def all(self) -> Mapping[str, Any]: ...
+
+    def release(self, device_id: str) -> bool: ...
+
+
+@dataclass
+class Context:
+    """What the verbs need from the agent; built once, shared by every call."""
+
+    slots: SlotLookup
+    vswitches: Mapping[str, VSwitch]  # "ovs" | "vpp" -> connected backend
+    pod_resources: PodResources
+    run_dir: Path
+    ipam: IpamDelegate = field(default_factory=IpamDelegate)
+    devinfo_root: Path = DEVINFO_ROOT
+    locks: DeviceLocks = field(default_factory=DeviceLocks)
+    # When set, GC releases the allocations of devices no pod holds any more: the
+    # kubelet never tells a device plugin that a device was freed.
+    allocations: Allocations | None = None
+    # Runs IPAM ADD beside the vSwitch plug; sized for the parallel ADDs of a node.
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=16,
+                                                   thread_name_prefix="cni-ipam"))
+
+    def __post_init__(self) -> None:
+        self.records = RecordStore(self.run_dir)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        close = getattr(self.pod_resources, "close", None)
+        if close is not None:
+            close()

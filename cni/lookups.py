@@ -1,0 +1,150 @@
+"""Checks and lookups shared by the verbs: who is calling, which slot, which vSwitch,
+which port; each failure is a CniError that says what to do."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from cni import errors
+from cni.context import Context
+from cni.errors import CniError
+from cni.netconf import NetConf
+from cni.request import CniRequest
+from deviceplugin import naming
+from deviceplugin.slots import Slot
+from vswitch.api import Owner, PluggedPort, PortSpec, VSwitch, VSwitchError, VSwitchUnavailable
+
+_NS_GET_NSTYPE = 0xB703  # ioctl: which namespace type an nsfs file is
+_CLONE_NEWNET = 0x40000000
+
+
+def describe(device_id: str | None, pod: str, container_id: str, ifname: str) -> str:
+    return f"device_id={device_id or '-'} pod={pod} container={container_id[:12]} ifname={ifname}"
+
+
+def pod_identity(req: CniRequest) -> tuple[str, str]:
+    if not req.args.pod_namespace or not req.args.pod_name:
+        raise CniError(errors.INVALID_ENVIRONMENT,
+                       "CNI_ARGS has no K8S_POD_NAMESPACE and K8S_POD_NAME",
+                       "numanet checks with the kubelet that the device belongs to the pod, so it "
+                       "needs the pod's name: call it through Multus or a Kubernetes runtime")
+    return req.args.pod_namespace, req.args.pod_name
+
+
+def check_netns(path: str) -> None:
+    """The container's network namespace must exist and be one (nsfs, type net)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CniError(errors.UNKNOWN_CONTAINER, f"network namespace {path} does not exist",
+                       "the container is gone, or the runtime passed a wrong CNI_NETNS") from None
+    except OSError as exc:
+        raise CniError(errors.INVALID_ENVIRONMENT, f"cannot open CNI_NETNS {path}: {exc.strerror}",
+                       "pass the path of the container's network namespace") from None
+    try:
+        nstype = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError:
+        nstype = None
+    finally:
+        os.close(fd)
+    if nstype != _CLONE_NEWNET:
+        raise CniError(errors.INVALID_ENVIRONMENT,
+                       f"CNI_NETNS {path} is not a network namespace",
+                       "pass /proc/<pid>/ns/net or a bind mount of it (/var/run/netns/<name>)")
+
+
+def device_id_of(conf: NetConf, required: bool) -> str | None:
+    if conf.device_id is None:
+        if required:
+            raise CniError(errors.INVALID_NETWORK_CONFIG,
+                           "no deviceID in the network configuration",
+                           "the pod must request the numanet resource and the "
+                           "NetworkAttachmentDefinition must carry the "
+                           "k8s.v1.cni.cncf.io/resourceName annotation, so that Multus passes "
+                           "the allocated deviceID")
+        return None
+    try:
+        return naming.validate_device_id(conf.device_id)
+    except naming.InvalidName as exc:
+        raise CniError(errors.INVALID_NETWORK_CONFIG, str(exc),
+                       "deviceID must be an ID the numanet device plugin advertised") from None
+
+
+def find_slot(ctx: Context, conf: NetConf, device_id: str) -> Slot:
+    slot = ctx.slots.slot(device_id)
+    if slot is None:
+        raise CniError(errors.UNKNOWN_DEVICE, f"numanet advertises no device {device_id}",
+                       "the deviceID must be one the kubelet allocated from a numanet resource")
+    if conf.pool is not None:
+        if ctx.slots.pool_resource(conf.pool) is None:
+            raise CniError(errors.INVALID_NETWORK_CONFIG,
+                           f"pool {conf.pool} is not configured in the numanet agent",
+                           "name a pool from the agent's config.yaml")
+        if slot.pool != conf.pool:
+            raise CniError(errors.DEVICE_MISMATCH,
+                           f"device {device_id} is from pool {slot.pool}, the network wants "
+                           f"pool {conf.pool}",
+                           "request the resource of this network's pool in the pod "
+                           f"({ctx.slots.pool_resource(conf.pool)})")
+    if conf.resource_name is not None and slot.resource != conf.resource_name:
+        raise CniError(errors.DEVICE_MISMATCH,
+                       f"device {device_id} is of resource {slot.resource}, the network wants "
+                       f"{conf.resource_name}",
+                       "the NetworkAttachmentDefinition's resourceName and the config must agree")
+    return slot
+
+
+def vswitch_for(ctx: Context, slot: Slot) -> VSwitch | None:
+    if slot.kind == "dpdk-nic":
+        return None
+    backend = ctx.vswitches.get(slot.vswitch or "")
+    if backend is None:
+        raise CniError(errors.PLUGIN_NOT_AVAILABLE,
+                       f"device {slot.device_id} needs vSwitch {slot.vswitch}, which this agent "
+                       "does not run",
+                       f"configure vswitches.{slot.vswitch} in the agent's config.yaml")
+    if slot.host_dir is None or not slot.host_dir.is_dir():
+        raise CniError(errors.IO_FAILURE, f"slot directory {slot.host_dir} does not exist",
+                       "the device plugin prepares it when the kubelet allocates the device; "
+                       "check the agent log for Allocate errors")
+    return backend
+
+
+def port_spec(backend: VSwitch, slot: Slot, conf: NetConf, owner: Owner,
+              mac: str | None) -> PortSpec:
+    """The vSwitch port of a socket slot, as the network config and the slot say."""
+    assert slot.host_socket is not None
+    return PortSpec(
+        device_id=slot.device_id, kind=slot.kind,  # type: ignore[arg-type]
+        container_role=slot.container_role or "", socket_path=str(slot.host_socket),
+        network=network_for(backend, conf), owner=owner, mac=mac, mtu=conf.mtu, vlan=conf.vlan,
+        memif_mode=slot.memif_mode or "ethernet", memif_id=0)
+
+
+def network_for(backend: VSwitch, conf: NetConf) -> str:
+    """OVS: the config's bridge, else the backend's own (config.yaml's vswitches.ovs.bridge).
+    VPP: one bridge domain per numanet network, named after it."""
+    if conf.bridge:
+        return conf.bridge
+    return conf.name if backend.name == "vpp" else ""
+
+
+def vswitch_error(exc: VSwitchError, what: str) -> CniError:
+    if isinstance(exc, VSwitchUnavailable):
+        return CniError(errors.TRY_AGAIN_LATER, f"{what}: {exc}",
+                        "the vSwitch is down or restarting; the runtime retries")
+    return CniError(errors.VSWITCH_FAILURE, f"{what}: {exc}", "see the vSwitch log")
+
+
+def find_port(backend: VSwitch | None, device_id: str) -> PluggedPort | None:
+    if backend is None:
+        return None
+    try:
+        return next((p for p in backend.ports() if p.device_id == device_id), None)
+    except VSwitchError as exc:
+        raise vswitch_error(exc, f"cannot list ports of vSwitch {backend.name}") from None
+
+
+def owner_matches(port: PluggedPort, container_id: str, ifname: str) -> bool:
+    return port.owner.container_id == container_id and port.owner.ifname == ifname

@@ -1,0 +1,251 @@
+"""The numanet network configuration (stdin of a CNI call), parsed and validated.
+
+CNI spec 1.1.0; configs from 0.3.0 on are accepted. Types are strict (``"mtu": "9000"``
+is an error, not 9000) and unknown top-level keys are refused with the spec's code 2,
+because a mistyped key would otherwise silently do nothing. Keys with a ``/`` in them
+(``cni.dev/...`` conventions) and the runtime's own keys are accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from cni import errors
+from cni.errors import CniError
+
+PLUGIN_TYPE = "numanet"
+SPEC_VERSION = "1.1.0"
+# Kept equal to cni.shim.SUPPORTED_VERSIONS (the shim cannot import this module).
+SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+MAX_CONFIG_BYTES = 1 << 20
+
+_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,252}$")
+_POOL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_RESOURCE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_BRIDGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,14}$")
+_PLUGIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+
+_KNOWN_KEYS = frozenset({
+    # spec
+    "cniVersion", "cniVersions", "name", "type", "ipam", "dns", "args", "capabilities",
+    "runtimeConfig", "prevResult", "disableCheck", "disableGC",
+    # numanet
+    "pool", "resourceName", "bridge", "mtu", "vlan", "deviceID",
+})
+_RUNTIME_KEYS = {"deviceID": str, "CNIDeviceInfoFile": str, "mac": str}
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One (container ID, interface) pair from GC's list of attachments that stay."""
+
+    container_id: str
+    ifname: str
+
+
+@dataclass(frozen=True)
+class NetConf:
+    cni_version: str
+    name: str
+    ipam_type: str | None = None
+    pool: str | None = None
+    resource_name: str | None = None
+    bridge: str | None = None
+    mtu: int | None = None
+    vlan: int | None = None
+    device_id: str | None = None  # not yet checked against naming.validate_device_id
+    device_info_file: str | None = None
+    mac: str | None = None  # runtimeConfig.mac (the "mac" capability)
+    prev_result: dict[str, Any] | None = None
+    dns: dict[str, Any] | None = None
+    valid_attachments: tuple[Attachment, ...] | None = None  # GC only
+    raw: dict[str, Any] = field(default_factory=dict)  # the whole document, for IPAM
+
+    def at_least(self, version: str) -> bool:
+        return version_tuple(self.cni_version) >= version_tuple(version)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def _bad(msg: str, details: str) -> CniError:
+    return CniError(errors.INVALID_NETWORK_CONFIG, msg, details)
+
+
+def _typed(doc: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
+    value = doc.get(key)
+    if value is None:
+        return None
+    # bool is an int in Python; "mtu": true must not pass as 1.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _bad(f"{where}{key} must be {_TYPE_NAMES[kind]}, not {type(value).__name__} "
+                   f"{json.dumps(value)[:60]}",
+                   f"write {key} as {_TYPE_NAMES[kind]} in the network configuration")
+    return value
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list",
+               bool: "true or false"}
+
+
+def cni_version_of(stdin: bytes) -> str:
+    """The cniVersion to answer in, from a config that may be broken: best effort."""
+    try:
+        doc = json.loads(stdin)
+        version = doc.get("cniVersion") if isinstance(doc, dict) else None
+    except (ValueError, UnicodeDecodeError):
+        return SPEC_VERSION
+    return version if version in SUPPORTED_VERSIONS else SPEC_VERSION
+
+
+def decode(stdin: bytes) -> dict[str, Any]:
+    if len(stdin) > MAX_CONFIG_BYTES:
+        raise CniError(errors.DECODE_FAILURE, f"network configuration is {len(stdin)} bytes",
+                       f"keep it under {MAX_CONFIG_BYTES} bytes")
+    try:
+        doc = json.loads(stdin)
+    except UnicodeDecodeError as exc:
+        raise CniError(errors.DECODE_FAILURE, "network configuration is not UTF-8 text",
+                       str(exc)) from None
+    except ValueError as exc:
+        raise CniError(errors.DECODE_FAILURE, "network configuration on stdin is not valid JSON",
+                       f"{exc}; the runtime passes the plugin's JSON config on stdin") from None
+    if not isinstance(doc, dict):
+        raise CniError(errors.DECODE_FAILURE, "network configuration is not a JSON object",
+                       f"got {type(doc).__name__}; pass one JSON object on stdin")
+    return doc
+
+
+def _version(doc: dict[str, Any], command: str) -> str:
+    version = _typed(doc, "cniVersion", str)
+    if version is None:
+        raise _bad("cniVersion is missing", f"add \"cniVersion\": \"{SPEC_VERSION}\"")
+    if version not in SUPPORTED_VERSIONS:
+        raise CniError(errors.INCOMPATIBLE_VERSION, f"cniVersion {version[:20]!r} is not supported",
+                       f"numanet supports {', '.join(SUPPORTED_VERSIONS)}")
+    needs = {"CHECK": "0.4.0", "STATUS": "1.1.0", "GC": "1.1.0"}.get(command)
+    if needs and version_tuple(version) < version_tuple(needs):
+        raise CniError(errors.INCOMPATIBLE_VERSION,
+                       f"{command} needs cniVersion {needs} or later, the config says {version}",
+                       f"raise cniVersion to {SPEC_VERSION}")
+    return version
+
+
+def _attachments(doc: dict[str, Any]) -> tuple[Attachment, ...] | None:
+    # libcni sends both names (an early 1.1 draft used cni.dev/attachments).
+    items = doc.get("cni.dev/valid-attachments", doc.get("cni.dev/attachments"))
+    if items is None:
+        return None
+    if not isinstance(items, list):
+        raise _bad("cni.dev/valid-attachments must be a list",
+                   "list objects {\"containerID\": ..., \"ifname\": ...}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("containerID"), str) \
+                or not isinstance(item.get("ifname"), str):
+            raise _bad(f"cni.dev/valid-attachments[{i}] is not {{containerID, ifname}}",
+                       "each attachment is an object with string containerID and ifname")
+        out.append(Attachment(item["containerID"], item["ifname"]))
+    return tuple(out)
+
+
+def _runtime_config(doc: dict[str, Any]) -> dict[str, str]:
+    runtime = _typed(doc, "runtimeConfig", dict) or {}
+    out = {}
+    for key, kind in _RUNTIME_KEYS.items():
+        value = _typed(runtime, key, kind, "runtimeConfig.")
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _unknown_keys(doc: dict[str, Any]) -> None:
+    unknown = sorted(k for k in doc if k not in _KNOWN_KEYS and "/" not in k)
+    if unknown:
+        raise CniError(errors.UNSUPPORTED_FIELD,
+                       "unsupported field(s) in the network configuration: "
+                       + ", ".join(f"{k}={json.dumps(doc[k])[:40]}" for k in unknown),
+                       "numanet understands pool, resourceName, bridge, mtu, vlan, ipam, deviceID "
+                       "and the spec's keys; remove or correct the others")
+
+
+def parse_netconf(stdin: bytes, command: str) -> NetConf:
+    """Validate a numanet network configuration; raises CniError with the spec's code."""
+    doc = decode(stdin)
+    version = _version(doc, command)
+    name = _typed(doc, "name", str)
+    if not name or not _NETWORK_NAME.match(name):
+        raise _bad(f"name {name!r} is missing or not a valid network name",
+                   "start with a letter or digit; use letters, digits, '_', '.', '-'")
+    plugin_type = _typed(doc, "type", str)
+    if plugin_type != PLUGIN_TYPE:
+        raise _bad(f"type is {plugin_type!r}, this plugin is {PLUGIN_TYPE!r}",
+                   f"set \"type\": \"{PLUGIN_TYPE}\" or call the plugin the config names")
+    _unknown_keys(doc)
+    versions = _typed(doc, "cniVersions", list)
+    if versions is not None and not all(isinstance(v, str) for v in versions):
+        raise _bad("cniVersions must be a list of strings", "e.g. [\"1.0.0\", \"1.1.0\"]")
+    for key in ("args", "capabilities", "dns"):
+        _typed(doc, key, dict)
+    for key in ("disableCheck", "disableGC"):
+        _typed(doc, key, bool)
+
+    ipam = _typed(doc, "ipam", dict)
+    ipam_type = None
+    if ipam:
+        ipam_type = _typed(ipam, "type", str, "ipam.")
+        if not ipam_type or not _PLUGIN_NAME.match(ipam_type):
+            raise _bad(f"ipam.type {ipam_type!r} is missing or not a plugin name",
+                       "name an IPAM plugin found in CNI_PATH, e.g. \"host-local\"")
+
+    pool = _typed(doc, "pool", str)
+    if pool is not None and not _POOL.match(pool):
+        raise _bad(f"pool {pool[:80]!r} is not a pool name", "pool names are DNS labels")
+    resource_name = _typed(doc, "resourceName", str)
+    if resource_name is not None and not _RESOURCE.match(resource_name):
+        raise _bad(f"resourceName {resource_name[:80]!r} is not <prefix>/<pool>",
+                   "e.g. numanet.io/vhostuser-ovs")
+    bridge = _typed(doc, "bridge", str)
+    if bridge is not None and not _BRIDGE.match(bridge):
+        raise _bad(f"bridge {bridge[:80]!r} is not a bridge name",
+                   "1 to 15 letters, digits, '_', '.', '-'")
+    mtu = _typed(doc, "mtu", int)
+    if mtu is not None and not 68 <= mtu <= 65535:
+        raise _bad(f"mtu {mtu} is out of range", "use 68 to 65535")
+    vlan = _typed(doc, "vlan", int)
+    if vlan is not None and not 1 <= vlan <= 4094:
+        raise _bad(f"vlan {vlan} is out of range", "use a VLAN ID from 1 to 4094, or omit vlan")
+
+    runtime = _runtime_config(doc)
+    top_device = _typed(doc, "deviceID", str)
+    runtime_device = runtime.get("deviceID")
+    if top_device and runtime_device and top_device != runtime_device:
+        raise _bad(f"deviceID {top_device!r} and runtimeConfig.deviceID {runtime_device!r} differ",
+                   "pass one device ID (Multus sets it from the pod's allocated resource)")
+    mac = runtime.get("mac")
+    if mac is not None and not _MAC.match(mac):
+        raise _bad(f"runtimeConfig.mac {mac[:40]!r} is not a MAC address",
+                   "write it as six hex pairs, e.g. 02:00:00:00:00:01")
+    prev = _typed(doc, "prevResult", dict)
+    return NetConf(
+        cni_version=version,
+        name=name,
+        ipam_type=ipam_type,
+        pool=pool,
+        resource_name=resource_name,
+        bridge=bridge,
+        mtu=mtu,
+        vlan=vlan,
+        device_id=top_device or runtime_device,
+        device_info_file=runtime.get("CNIDeviceInfoFile"),
+        mac=mac,
+        prev_result=prev,
+        dns=doc.get("dns"),
+        valid_attachments=_attachments(doc),
+        raw=doc,
+    )

@@ -1,0 +1,133 @@
+"""Undoing attachments: shared by DEL, GC, the take-over of a device, and an ADD that
+failed half way. Each step runs even when an earlier one failed; the record of the
+attachment goes last, so whatever could not be undone is still known to a retry."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from cni import errors
+from cni.container_config import config_path, remove_file
+from cni.context import Context
+from cni.errors import CniError
+from cni.lookups import describe, find_port, owner_matches, vswitch_error
+from cni.netconf import NetConf, parse_netconf
+from cni.records import AttachmentRecord
+from cni.request import CniRequest
+from vswitch.api import VSwitchError
+
+log = logging.getLogger(__name__)
+
+
+def teardown(ctx: Context, req: CniRequest, record: AttachmentRecord,
+             ipam_conf: NetConf | None) -> list[CniError]:
+    """Undo every step of one attachment; keep going past failures and return them.
+
+    The record goes last and only when everything else worked, so a DEL retried after
+    a failure still knows what is left to do.
+    """
+    failures: list[CniError] = []
+    what = describe(record.device_id, record.pod, record.container_id, record.ifname)
+    slot = ctx.slots.slot(record.device_id)
+    backend = ctx.vswitches.get(slot.vswitch or "") if slot and slot.kind != "dpdk-nic" else None
+    if backend is None and slot is None:
+        # The pool left the config; the port may still exist on any vSwitch.
+        candidates = list(ctx.vswitches.values())
+    else:
+        candidates = [backend] if backend is not None else []
+    for switch in candidates:
+        try:
+            port = find_port(switch, record.device_id)
+            if port is not None and owner_matches(port, record.container_id, record.ifname):
+                switch.unplug(record.device_id)
+        except CniError as exc:
+            failures.append(exc)
+        except VSwitchError as exc:
+            failures.append(vswitch_error(exc, f"unplug of {what}"))
+    if ipam_conf is not None and ipam_conf.ipam_type:
+        ipam_req = replace(req, container_id=record.container_id, ifname=record.ifname,
+                           netns=record.netns, path=req.path or record.cni_path,
+                           args=replace(req.args, raw=record.cni_args)
+                           if req.container_id != record.container_id else req.args)
+        try:
+            ctx.ipam.delete(ipam_req, ipam_conf)
+        except CniError as exc:
+            failures.append(exc)
+    try:
+        if slot is not None:
+            remove_file(config_path(slot))
+        if record.device_info_file:
+            remove_file(Path(record.device_info_file))
+    except OSError as exc:
+        failures.append(CniError(errors.IO_FAILURE, f"cannot remove files of {what}: {exc}"))
+    if failures:
+        log.warning("teardown incomplete %s errors=%s", what, "; ".join(map(str, failures)))
+    else:
+        ctx.records.delete(record.device_id)
+        log.info("attachment removed %s network=%s", what, record.network)
+    return failures
+
+
+def record_netconf(record: AttachmentRecord) -> NetConf | None:
+    """The ADD's own config from the record (for IPAM release when no caller config fits)."""
+    if not record.netconf:
+        return None
+    try:
+        return parse_netconf(json.dumps(record.netconf).encode(), "DEL")
+    except CniError as exc:
+        log.warning("stored config unusable device_id=%s error=%s", record.device_id, exc)
+        return None
+
+
+def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> None:
+    """Clear what an earlier attachment left on this device, under the device's lock.
+
+    The kubelet has just confirmed that the device is this pod's, and it never gives a
+    device to two live pods: whatever still holds it is a dead pod whose DEL has not
+    come (or a repeated ADD of this very attachment). Its port, lease and files go, so
+    the device is never plugged twice.
+    """
+    old = ctx.records.get(device_id)
+    if old is not None:
+        same = old.same_attachment(req.container_id, req.ifname)
+        log.warning("device already attached, taking it over %s previous=%s",
+                    what, "this attachment" if same else
+                    describe(device_id, old.pod, old.container_id, old.ifname))
+        failures = teardown(ctx, req, old, record_netconf(old))
+        if failures:
+            raise CniError(errors.TRY_AGAIN_LATER,
+                           f"device {device_id} still holds an earlier attachment that could not "
+                           f"be removed: {failures[0]}", "see the agent log; the runtime retries")
+        return
+    slot = ctx.slots.slot(device_id)
+    backend = ctx.vswitches.get(slot.vswitch or "") if slot else None
+    port = find_port(backend, device_id)
+    if backend is not None and port is not None:
+        log.warning("unrecorded port on device, removing it %s port=%s owner=%s/%s",
+                    what, port.port_name, port.owner.pod_namespace, port.owner.pod_name)
+        try:
+            backend.unplug(device_id)
+        except VSwitchError as exc:
+            raise vswitch_error(exc, f"removal of the stale port of {what}") from None
+
+
+def remove_unrecorded(ctx: Context, req: CniRequest, device_id: str, what: str) -> list[CniError]:
+    """DEL of an attachment with no record: remove its port only if the port's owner tags
+    name this very attachment (another holder's port is never touched)."""
+    slot = ctx.slots.slot(device_id)
+    backend = ctx.vswitches.get(slot.vswitch or "") if slot else None
+    switches = [backend] if backend is not None else list(ctx.vswitches.values())
+    for switch in switches:
+        try:
+            port = find_port(switch, device_id)
+            if port is not None and owner_matches(port, req.container_id, req.ifname):
+                log.info("removing unrecorded port %s port=%s", what, port.port_name)
+                switch.unplug(device_id)
+        except CniError as exc:
+            return [exc]
+        except VSwitchError as exc:
+            return [vswitch_error(exc, f"unplug of {what}")]
+    return []

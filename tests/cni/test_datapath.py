@@ -1,0 +1,98 @@
+"""Packets through two slots numanet plumbed with the CNI, on one OVS bridge.
+
+The container side is one dpdk-testpmd with two virtio_user devices, started the way a
+container sees its slots: in its own mount namespace where each slot directory is bind
+mounted at the path numanet.json names (``/run/numanet/<pool>/<deviceID>``), using the
+socket path and MAC from numanet.json. OVS forwards with its default NORMAL flow (MAC
+learning), as numanet leaves the bridge; testpmd's mac mode sends each port's packets to
+the other port's MAC, so traffic crosses the bridge in both directions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import time
+
+import pytest
+from helpers.ovs import eventually, interface
+from helpers.testpmd import TestPmd, require_testpmd
+
+pytestmark = [pytest.mark.ovs, pytest.mark.datapath]
+
+RUN_SECONDS = 2.0
+MIN_PACKETS = 10_000  # tx_first injects 16 bursts of 32 per port; forwarding multiplies them
+
+
+def _in_container_mounts(pmd: TestPmd, mounts: dict[str, str]) -> None:
+    """Run ``pmd`` in a private mount namespace with ``host dir -> container dir`` binds.
+
+    A fresh tmpfs on /run keeps the container paths (and DPDK's runtime files) out of the
+    host, as a container's own /run would.
+    """
+    script = ["mount --make-rprivate /", "mount -t tmpfs numanet-test /run"]
+    for host, container in mounts.items():
+        script += [f"mkdir -p {shlex.quote(container)}",
+                   f"mount --bind {shlex.quote(host)} {shlex.quote(container)}"]
+    script.append('exec "$@"')
+    pmd.cmd = ["unshare", "--mount", "sh", "-c", "; ".join(script), "sh", *pmd.cmd]
+
+
+def _port_counters(bed) -> dict[int, tuple[int, int]]:
+    """Live (rx, tx) packets per OpenFlow port, read from ovs-vswitchd (the database's
+    statistics column is only refreshed every few seconds)."""
+    out = subprocess.run(["ovs-ofctl", "dump-ports", bed.bridge], env=bed.ovs.env,
+                         capture_output=True, text=True, check=True).stdout
+    return {int(m[1]): (int(m[2]), int(m[3]))
+            for m in re.finditer(r"port\s+(\d+): rx pkts=(\d+).*?tx pkts=(\d+)", out, re.S)}
+
+
+def test_two_cni_plumbed_slots_pass_packets_both_ways(cni_bed, pod_netns):
+    require_testpmd()
+    devices = [cni_bed.slots.device_id("vhostuser-ovs", i) for i in (0, 1)]
+    configs, mounts = [], {}
+    for i, device_id in enumerate(devices):
+        slot = cni_bed.allocate("default", f"pod-{i}", device_id)
+        add = cni_bed.cni("ADD", cni_bed.netconf(device_id), f"dp{i}", netns_path=pod_netns.path,
+                          pod=("default", f"pod-{i}"))
+        assert add.rc == 0, add.stdout
+        config = json.loads((slot.host_dir / "numanet.json").read_text())
+        assert config["mode"] == "server"  # the container creates the socket, OVS connects
+        assert config["socketPath"] == add.json["interfaces"][0]["socketPath"]
+        configs.append(config)
+        mounts[str(slot.host_dir)] = str(slot.container_dir)
+    assert all(not c["socketPath"].startswith(str(cni_bed.base)) for c in configs)
+
+    macs = [c["mac"] for c in configs]
+    vdevs = [f"virtio_user{i},path={c['socketPath']},server=1,queues=1,queue_size=256,"
+             f"mac={c['mac']}" for i, c in enumerate(configs)]
+    pmd = TestPmd(vdevs, forward_mode="mac",
+                  extra_args=(f"--eth-peer=0,{macs[1]}", f"--eth-peer=1,{macs[0]}"))
+    _in_container_mounts(pmd, mounts)
+    ports = [p["name"] for p in cni_bed.ports()]
+    with pmd:
+        pmd.wait_link_up()
+        for name in ports:
+            eventually(lambda n=name: interface(cni_bed.ovs, n)["link_state"] == "up", timeout=15)
+        ofports = [interface(cni_bed.ovs, n)["ofport"] for n in ports]
+        before = _port_counters(cni_bed)
+        pmd.start(tx_first=16)
+        time.sleep(RUN_SECONDS)
+        stats = pmd.stop()
+        after = _port_counters(cni_bed)
+    print(f"\ncni datapath: testpmd {stats}")
+    # The container saw traffic on both interfaces, in and out ...
+    for port in (0, 1):
+        assert stats[port].rx >= MIN_PACKETS and stats[port].tx >= MIN_PACKETS
+    # ... and OVS carried it both ways: each of its two ports received and sent packets.
+    for ofport in ofports:
+        received = after[ofport][0] - before.get(ofport, (0, 0))[0]
+        sent = after[ofport][1] - before.get(ofport, (0, 0))[1]
+        assert received >= MIN_PACKETS and sent >= MIN_PACKETS, (ofport, before, after)
+
+    for i, device_id in enumerate(devices):
+        assert cni_bed.cni("DEL", cni_bed.netconf(device_id), f"dp{i}",
+                           pod=("default", f"pod-{i}")).rc == 0
+    cni_bed.assert_clean()
