@@ -51,7 +51,7 @@ from cni.request import CniRequest
 from cni.result import Interface, IpamResult, parse_dns, parse_result, render_result
 from cni.teardown import record_netconf, remove_unrecorded, take_over, teardown
 from deviceplugin.slots import Slot
-from vswitch.api import Owner, VSwitch, VSwitchError
+from vswitch.api import TAG_MEMIF_QUEUES, Owner, PluggedPort, VSwitch, VSwitchError
 
 __all__ = ["Allocations", "Context", "PodResources", "VERBS", "add", "check", "delete", "gc",
            "replay", "status", "version"]
@@ -127,29 +127,31 @@ def add(req: CniRequest, ctx: Context) -> str:
 def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
                       backend: VSwitch | None, mac: str, devinfo: Path | None,
                       done: set[str]) -> IpamResult:
-    """Plug the port in this thread while a worker runs IPAM ADD and writes the container
-    files: the two are independent, and the plug mostly waits for ovs-vswitchd. ``done``
-    gets "ipam" once a lease is held, so a failure knows whether to release it."""
+    """Plug the port in this thread while a worker runs IPAM ADD and writes the
+    device-info file: the two are independent, and the plug mostly waits for
+    ovs-vswitchd. numanet.json comes last, as it carries what both found (the IPs, and
+    the memif queue count the vSwitch chose). ``done`` gets "ipam" once a lease is held,
+    so a failure knows whether to release it."""
 
-    def address_and_files() -> IpamResult:
+    def address() -> IpamResult:
         result = IpamResult()
         if conf.ipam_type:
             result = ctx.ipam.add(req, conf)
             done.add("ipam")
         if not result.dns.to_json() and conf.dns:
             result = replace(result, dns=parse_dns(conf.dns, "dns"))
-        write_container_config(slot, ContainerView(conf.name, req.ifname, mac, result, conf.mtu))
         if devinfo is not None:
             write_devinfo(devinfo, slot)
         return result
 
-    pending = ctx.executor.submit(address_and_files)
+    pending = ctx.executor.submit(address)
     plug_error: BaseException | None = None
+    plugged: PluggedPort | None = None
     try:
         if backend is not None:
             owner = Owner(req.args.pod_namespace or "", req.args.pod_name or "",
                           req.container_id, req.ifname)
-            backend.plug(port_spec(backend, slot, conf, owner, mac))
+            plugged = backend.plug(port_spec(backend, slot, conf, owner, mac))
     except BaseException as exc:
         plug_error = exc
     # Always wait for the worker, so a failed plug never leaves a lease or file being
@@ -162,7 +164,28 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
         result = IpamResult()
     if plug_error is not None:
         raise plug_error
+    view = ContainerView(conf.name, req.ifname, mac, result, conf.mtu,
+                         queues=_memif_queues(plugged) if slot.kind == "memif" else None)
+    write_container_config(slot, view)
     return result
+
+
+def _memif_queues(plugged: PluggedPort | None) -> int | None:
+    """Queue pairs the vSwitch asks the container's memif to open (its tag), or None when
+    it leaves the count to the container. A tag numanet cannot read is a vSwitch fault:
+    a container guessing a count might receive nothing."""
+    text = plugged.tags.get(TAG_MEMIF_QUEUES) if plugged is not None else None
+    if text is None:
+        return None
+    try:
+        queues = int(text)
+    except ValueError:
+        queues = 0
+    if not 1 <= queues <= 255:
+        raise VSwitchError(f"port {plugged.port_name if plugged else '?'} says the container "
+                           f"must open {text!r} memif queue pairs, which is not a count of "
+                           "1 to 255 (DPDK memif's limit)")
+    return queues
 
 
 # -- DEL ------------------------------------------------------------------------------------
@@ -172,7 +195,9 @@ def delete(req: CniRequest, ctx: Context) -> str:
     conf = parse_netconf(req.stdin, "DEL")
     device_id = device_id_of(conf, required=False)
     record = ctx.records.get(device_id) if device_id else None
-    if record is None or not record.same_attachment(req.container_id, req.ifname):
+    mine = record if record is not None and record.same_attachment(req.container_id,
+                                                                   req.ifname) else None
+    if mine is None:
         # The config names no device (Multus lost its cache) or another one than this
         # attachment holds: find the attachment by (container, ifname) instead.
         mine = ctx.records.find(req.container_id, req.ifname)
@@ -180,7 +205,8 @@ def delete(req: CniRequest, ctx: Context) -> str:
             device_id = mine.device_id
         elif device_id is None:
             device_id = _device_of_port(ctx, req)
-    pod = req.args.pod
+    # A runtime may DEL without CNI_ARGS; the record still knows whose attachment it is.
+    pod = mine.pod if mine is not None and req.args.pod == "-" else req.args.pod
     what = describe(device_id, pod, req.container_id, req.ifname)
     failures: list[CniError] = []
     released = False
@@ -233,9 +259,11 @@ def check(req: CniRequest, ctx: Context) -> str:
     device_id = device_id_of(conf, required=False)
     record = ctx.records.get(device_id) if device_id else \
         ctx.records.find(req.container_id, req.ifname)
-    what = describe(device_id, req.args.pod, req.container_id, req.ifname)
-    if record is None or record.state != "added" \
-            or not record.same_attachment(req.container_id, req.ifname):
+    ours = record is not None and record.same_attachment(req.container_id, req.ifname)
+    what = describe(record.device_id if record else device_id,
+                    record.pod if record and ours and req.args.pod == "-" else req.args.pod,
+                    req.container_id, req.ifname)
+    if record is None or record.state != "added" or not ours:
         raise CniError(errors.CHECK_FAILED, f"no numanet attachment for {what}",
                        "the attachment was removed or never completed; delete and add the pod's "
                        "network again")
@@ -273,15 +301,53 @@ def check(req: CniRequest, ctx: Context) -> str:
 
 
 def status(req: CniRequest, ctx: Context) -> str:
+    """Ready when this network's ADDs could succeed: its pool is configured and the vSwitch
+    that pool plugs into answers (a NIC pool needs none). A network that names no pool
+    may get a device of any pool, so then every vSwitch the agent runs must answer."""
     conf = parse_netconf(req.stdin, "STATUS")
-    for name, backend in ctx.vswitches.items():
+    pool = _network_pool(ctx, conf)
+    if pool is None:
+        needed = sorted(ctx.vswitches)
+        whose = f"network {conf.name} (no pool named: any vSwitch may serve it)"
+    else:
+        vswitch = ctx.slots.pool_vswitch(pool)
+        needed = [vswitch] if vswitch else []
+        whose = f"network {conf.name} (pool {pool})"
+    for name in needed:
+        backend = ctx.vswitches.get(name)
+        if backend is None:
+            raise CniError(errors.PLUGIN_NOT_AVAILABLE,
+                           f"{whose} needs vSwitch {name}, which this agent does not run",
+                           f"configure vswitches.{name} in the agent's config.yaml")
         health = backend.health()
         if not health.healthy:
-            raise CniError(errors.PLUGIN_NOT_AVAILABLE, f"vSwitch {name} is not ready: "
-                           f"{health.reason}", "numanet cannot plumb new interfaces until it is")
+            raise CniError(errors.PLUGIN_NOT_AVAILABLE,
+                           f"vSwitch {name} of {whose} is not ready: {health.reason}",
+                           "numanet cannot plumb this network's interfaces until it is")
     if conf.ipam_type and req.path:
         ctx.ipam.status(req, conf)
     return ""
+
+
+def _network_pool(ctx: Context, conf: NetConf) -> str | None:
+    """The agent's pool a network config names by ``pool`` or ``resourceName``; None when
+    it names neither. A pool the agent does not serve means the network cannot work."""
+    if conf.pool is None and conf.resource_name is None:
+        return None
+    pool = conf.pool or (conf.resource_name or "").partition("/")[2]
+    resource = ctx.slots.pool_resource(pool)
+    if resource is None:
+        raise CniError(errors.PLUGIN_NOT_AVAILABLE,
+                       f"network {conf.name} wants pool {pool}, which the numanet agent does "
+                       "not serve", "add the pool to the agent's config.yaml, or correct the "
+                       "network's pool/resourceName")
+    if conf.resource_name is not None and conf.resource_name != resource:
+        raise CniError(errors.PLUGIN_NOT_AVAILABLE,
+                       f"network {conf.name} wants resource {conf.resource_name}, the agent "
+                       f"serves pool {pool} as {resource}",
+                       "the network's resourceName must be <resourcePrefix>/<pool> as the "
+                       "agent's config.yaml names it")
+    return pool
 
 
 def gc(req: CniRequest, ctx: Context) -> str:

@@ -39,6 +39,9 @@ class ContainerView:
     mac: str | None
     ipam: IpamResult
     mtu: int | None = None
+    # memif: queue pairs the container must open, when its vSwitch sends on a fixed set
+    # of queues (OVS: one per PMD thread plus one); None when the container may choose.
+    queues: int | None = None
 
 
 def container_config(slot: Slot, view: ContainerView) -> dict[str, Any]:
@@ -60,6 +63,8 @@ def container_config(slot: Slot, view: ContainerView) -> dict[str, Any]:
         doc["memifMode"] = slot.memif_mode or "ethernet"
         doc["memifId"] = 0
         doc["socketPath"] = str(slot.container_socket)
+        if view.queues is not None:
+            doc["queues"] = view.queues
     else:
         doc["pciAddress"] = slot.pci_address or slot.device_id
     doc["mac"] = view.mac

@@ -78,7 +78,9 @@ def record_netconf(record: AttachmentRecord) -> NetConf | None:
     try:
         return parse_netconf(json.dumps(record.netconf).encode(), "DEL")
     except CniError as exc:
-        log.warning("stored config unusable device_id=%s error=%s", record.device_id, exc)
+        log.warning("stored config unusable %s error=%s",
+                    describe(record.device_id, record.pod, record.container_id, record.ifname),
+                    exc)
         return None
 
 
@@ -94,8 +96,8 @@ def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> None:
     if old is not None:
         same = old.same_attachment(req.container_id, req.ifname)
         log.warning("device already attached, taking it over %s previous=%s",
-                    what, "this attachment" if same else
-                    describe(device_id, old.pod, old.container_id, old.ifname))
+                    what, "this-attachment" if same else
+                    f"{old.pod},{old.container_id[:12]},{old.ifname}")
         failures = teardown(ctx, req, old, record_netconf(old))
         if failures:
             raise CniError(errors.TRY_AGAIN_LATER,
@@ -106,8 +108,9 @@ def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> None:
     backend = ctx.vswitches.get(slot.vswitch or "") if slot else None
     port = find_port(backend, device_id)
     if backend is not None and port is not None:
-        log.warning("unrecorded port on device, removing it %s port=%s owner=%s/%s",
-                    what, port.port_name, port.owner.pod_namespace, port.owner.pod_name)
+        log.warning("unrecorded port on device, removing it %s port=%s owner=%s/%s,%s,%s",
+                    what, port.port_name, port.owner.pod_namespace, port.owner.pod_name,
+                    port.owner.container_id[:12], port.owner.ifname)
         try:
             backend.unplug(device_id)
         except VSwitchError as exc:

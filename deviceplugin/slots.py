@@ -51,3 +51,8 @@ class SlotLookup(Protocol):
     def pool_resource(self, pool: str) -> str | None:
         """Resource name of a pool (``<prefix>/<pool>``), None for an unknown pool."""
         ...
+
+    def pool_vswitch(self, pool: str) -> str | None:
+        """The vSwitch ("ovs" | "vpp") a pool's slots are plugged into; None for a NIC pool
+        and for an unknown pool (``pool_resource`` tells the two apart)."""
+        ...

@@ -20,6 +20,9 @@ TAG_POD_NAMESPACE = "numanet-pod-namespace"
 TAG_POD_NAME = "numanet-pod-name"
 TAG_CONTAINER_ID = "numanet-container-id"
 TAG_IFNAME = "numanet-ifname"
+# memif only, on a PluggedPort whose vSwitch sends on a fixed set of queues (OVS: one per
+# PMD thread plus one): the queue pairs the container must open, as decimal text.
+TAG_MEMIF_QUEUES = "numanet-memif-queues"
 
 
 class VSwitchError(RuntimeError):

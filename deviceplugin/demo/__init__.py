@@ -19,6 +19,10 @@ from pathlib import Path
 
 from deviceplugin.demo.layout import DEFAULT_DIR
 
+# The pods' interface kinds the demo can run: a vhost-user pair (the default: the
+# interface OVS-DPDK users know best), a memif pair, or one of each.
+PODS = ("vhost-user,vhost-user", "memif,memif", "vhost-user,memif")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=5.0, metavar="N",
@@ -31,10 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--install", action="store_true",
                         help="install missing Debian packages with apt-get first")
     parser.add_argument("--hugepages", type=int, default=None, metavar="PAGES",
-                        help="2 MiB pages to reserve; 0 runs without hugepages (--no-huge)")
-    parser.add_argument("--pods", choices=("vhost-user,vhost-user", "vhost-user,memif"),
-                        default="vhost-user,vhost-user",
-                        help="interface kinds of pod-a and pod-b (default %(default)s)")
+                        help="2 MiB pages to reserve (default: what OVS and the pods' "
+                             "testpmd need, more for memif pods); 0 runs without hugepages "
+                             "(--no-huge)")
+    parser.add_argument("--pods", choices=PODS, default=PODS[0], metavar="KIND,KIND",
+                        help="interface kinds of pod-a and pod-b: " + " | ".join(PODS)
+                             + " (default %(default)s). memif,memif passes the traffic "
+                             "between two memif pods, each opening the queue pairs its "
+                             "numanet.json asks for (OVS sends on one queue per PMD thread "
+                             "plus one)")
     parser.add_argument("--testpmd", default="dpdk-testpmd", metavar="PATH",
                         help="the dpdk-testpmd program (default: from PATH)")
     parser.add_argument("--cni-bin-dir", type=Path, default=Path("/usr/lib/cni"), metavar="DIR",
@@ -49,11 +58,13 @@ def run(args: argparse.Namespace) -> int:
     if args.seconds <= 0 or args.seconds > 3600:
         print("numanet demo: --seconds must be between 0 and 3600", file=sys.stderr)
         return 2
+    kinds = (args.pods.split(",")[0], args.pods.split(",")[1])
     options = scenario.Options(
         seconds=args.seconds, json=args.json, directory=args.dir.absolute(),
         install=args.install, testpmd=args.testpmd, cni_bin_dir=args.cni_bin_dir,
-        hugepages=scenario.HUGEPAGES if args.hugepages is None else max(0, args.hugepages),
-        kinds=(args.pods.split(",")[0], args.pods.split(",")[1]))
+        hugepages=scenario.hugepages_for(kinds) if args.hugepages is None
+        else max(0, args.hugepages),
+        kinds=kinds)
     console = Console(json_mode=args.json)
     if not args.json:
         console.line(f"numanet demo: a node in a box under {options.directory} "

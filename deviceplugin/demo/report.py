@@ -60,5 +60,5 @@ def pod_row(pod: Pod) -> dict[str, Any]:
     return {"pod": pod.ref, "deviceID": pod.device_id, "resource": pod.resource,
             "kind": iface.kind, "role": iface.role, "socket": str(iface.socket),
             "containerSocket": iface.container_socket, "mac": iface.mac,
-            "ips": list(iface.ips), "numaNode": iface.numa_node,
+            "ips": list(iface.ips), "numaNode": iface.numa_node, "queues": iface.queues,
             "config": str(iface.config_path), "netns": pod.netns}

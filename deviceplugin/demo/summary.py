@@ -40,8 +40,9 @@ def render(report: Report) -> str:
                              f"{pool['free']} free of {pool['total']}")
     for pod in report.pods:
         role = "mode" if pod["kind"] == "vhost-user" else "role"
+        queues = f", {pod['queues']} queue pairs" if pod.get("queues") else ""
         lines.append(f"{pod['pod']:<11} {pod['deviceID']} ({pod['kind']}, container {role} "
-                     f"{pod['role']}) NUMA {pod['numaNode']}")
+                     f"{pod['role']}{queues}) NUMA {pod['numaNode']}")
         lines.append(f"{'':<11} socket {pod['socket']}")
         lines.append(f"{'':<11} MAC {pod['mac']}   IP {', '.join(pod['ips'])}")
     traffic = report.traffic

@@ -38,10 +38,12 @@ __all__ = ["private_ovs"]
 SHIM = Path(sys.executable).with_name("numanet-cni")
 CNI_BIN = "/usr/lib/cni"
 POOLS = {
-    # pool -> (kind, container role, memif mode)
-    "vhostuser-ovs": ("vhost-user", "server", None),
-    "vhostc-ovs": ("vhost-user", "client", None),
-    "memif-ovs": ("memif", "slave", "ethernet"),
+    # pool -> (kind, container role, memif mode, vSwitch)
+    "vhostuser-ovs": ("vhost-user", "server", None, "ovs"),
+    "vhostc-ovs": ("vhost-user", "client", None, "ovs"),
+    "memif-ovs": ("memif", "slave", "ethernet", "ovs"),
+    # A pool of a vSwitch the bed does not run unless a test adds one (there is no VPP).
+    "memif-vpp": ("memif", "slave", "ethernet", "vpp"),
 }
 SLOTS_PER_POOL = 32
 NIC_POOL = "dpdk-nic"
@@ -74,10 +76,10 @@ class StaticSlots:
             return None
         if pool not in POOLS or numa_node != 0 or index >= SLOTS_PER_POOL:
             return None
-        kind, role, memif_mode = POOLS[pool]
+        kind, role, memif_mode, vswitch = POOLS[pool]
         return Slot(device_id=device_id, pool=pool,
                     resource=naming.resource_name(self.prefix, pool),
-                    kind=kind, numa_node=0, index=index, vswitch="ovs",  # type: ignore[arg-type]
+                    kind=kind, numa_node=0, index=index, vswitch=vswitch,  # type: ignore[arg-type]
                     container_role=role, memif_mode=memif_mode,
                     host_dir=naming.slot_dir(self.run_dir, device_id),
                     container_dir=naming.container_slot_dir(pool, device_id))
@@ -85,6 +87,9 @@ class StaticSlots:
     def pool_resource(self, pool: str) -> str | None:
         known = pool in POOLS or pool == NIC_POOL
         return naming.resource_name(self.prefix, pool) if known else None
+
+    def pool_vswitch(self, pool: str) -> str | None:
+        return POOLS[pool][3] if pool in POOLS else None
 
 
 def assert_cni_error(call, code: int, *words: str) -> dict:

@@ -18,7 +18,7 @@ import time
 
 import pytest
 from helpers.ovs import eventually, interface
-from helpers.testpmd import TestPmd, require_testpmd
+from helpers.testpmd import TestPmd, memif, require_testpmd
 
 pytestmark = [pytest.mark.ovs, pytest.mark.datapath]
 
@@ -94,5 +94,58 @@ def test_two_cni_plumbed_slots_pass_packets_both_ways(cni_bed, pod_netns):
 
     for i, device_id in enumerate(devices):
         assert cni_bed.cni("DEL", cni_bed.netconf(device_id), f"dp{i}",
+                           pod=("default", f"pod-{i}")).rc == 0
+    cni_bed.assert_clean()
+
+
+def _pmd_threads(bed) -> int:
+    return bin(int(bed.ovs.pmd_cpu_mask, 16)).count("1")
+
+
+def test_memif_slots_tell_the_container_its_queue_count_and_pass_packets(cni_bed, pod_netns):
+    """OVS, the memif master, sends on one queue per PMD thread plus one (its main
+    thread): numanet.json must say so, and a container opening that many queue pairs
+    (and no more is needed) gets packets both ways."""
+    require_testpmd()
+    devices = [cni_bed.slots.device_id("memif-ovs", i) for i in (0, 1)]
+    configs, mounts = [], {}
+    for i, device_id in enumerate(devices):
+        slot = cni_bed.allocate("default", f"pod-{i}", device_id)
+        add = cni_bed.cni("ADD", cni_bed.netconf(device_id), f"mq{i}", netns_path=pod_netns.path,
+                          pod=("default", f"pod-{i}"))
+        assert add.rc == 0, add.stdout
+        config = json.loads((slot.host_dir / "numanet.json").read_text())
+        assert config["kind"] == "memif" and config["role"] == "slave"
+        configs.append(config)
+        mounts[str(slot.host_dir)] = str(slot.container_dir)
+    # The count is an integer and matches what OVS was configured with, and what the
+    # backend tagged the port with.
+    expected = _pmd_threads(cni_bed) + 1
+    assert [c["queues"] for c in configs] == [expected, expected]
+    assert all(type(c["queues"]) is int for c in configs)
+    tags = {p["name"]: p["external_ids"] for p in cni_bed.ports()}
+    assert sorted(t["numanet-memif-queues"] for t in tags.values()) == [str(expected)] * 2
+    # The device-info spec's memif section has no queue count: numanet adds none there.
+    assert all("queues" not in json.dumps(p) for p in cni_bed.devinfo_files())
+
+    queues = configs[0]["queues"]
+    vdevs = [memif(i, c["socketPath"], role="client", memif_id=c["memifId"]) + f",mac={c['mac']}"
+             for i, c in enumerate(configs)]
+    macs = [c["mac"] for c in configs]
+    pmd = TestPmd(vdevs, forward_mode="mac",
+                  extra_args=(f"--rxq={queues}", f"--txq={queues}",
+                              f"--eth-peer=0,{macs[1]}", f"--eth-peer=1,{macs[0]}"))
+    _in_container_mounts(pmd, mounts)
+    with pmd:
+        pmd.wait_link_up()
+        pmd.start(tx_first=16)
+        time.sleep(RUN_SECONDS)
+        stats = pmd.stop()
+    print(f"\ncni memif datapath: testpmd {stats}")
+    for port in (0, 1):
+        assert stats[port].rx >= MIN_PACKETS and stats[port].tx >= MIN_PACKETS, stats
+
+    for i, device_id in enumerate(devices):
+        assert cni_bed.cni("DEL", cni_bed.netconf(device_id), f"mq{i}",
                            pod=("default", f"pod-{i}")).rc == 0
     cni_bed.assert_clean()

@@ -129,6 +129,35 @@ def test_demo_passes_packets_both_ways_and_leaves_nothing(demo_dir: Path) -> Non
     assert elapsed < 60
 
 
+def test_memif_pair_passes_packets_both_ways_through_ovs(demo_dir: Path) -> None:
+    """Two memif pods: OVS is the memif master and sends on one queue per PMD thread plus
+    one, so each pod's testpmd must open the queue pairs numanet.json names, or receive
+    nothing; packets counted in both directions prove it did."""
+    started = time.monotonic()
+    code, doc, stderr = _run(demo_dir, "--pods", "memif,memif", "--seconds", "2")
+    elapsed = time.monotonic() - started
+
+    assert code == 0, f"{doc.get('error')}\n{stderr}"
+    for direction in ("aToB", "bToA"):
+        assert doc["traffic"][direction]["packets"] > 0, doc["traffic"]
+    pmd_threads = len(doc["ovs"]["pmdCpus"])
+    assert len(doc["pods"]) == 2
+    for pod in doc["pods"]:
+        assert (pod["kind"], pod["role"]) == ("memif", "slave")
+        assert pod["resource"] == "numanet.io/memif-ovs"
+        assert pod["containerSocket"] == f"/run/numanet/memif-ovs/{pod['deviceID']}/sock"
+        assert pod["queues"] == pmd_threads + 1  # read from numanet.json by the pod
+    apps = next(s for s in doc["steps"] if s["name"] == "pods' apps")
+    assert f"memif: {pmd_threads + 1} queue pairs" in apps["detail"]
+    used = {p["pool"]: p["used"] for p in doc["numa"][0]["pools"]}
+    assert used == {"vhostuser-ovs": 0, "memif-ovs": 2}
+    cleaned = doc["cleanup"]["cleaned"]
+    assert cleaned["ports"] == 2 and cleaned["IPAM leases"] == 2 and cleaned["processes"] == 5
+    assert doc["cleanup"]["left"] == []
+    _assert_nothing_left(demo_dir)
+    assert elapsed < 60
+
+
 def test_killed_demo_is_cleaned_up_by_the_next_run(demo_dir: Path) -> None:
     first = subprocess.Popen([*NUMANET, "--dir", str(demo_dir), "--json", "--seconds", "60"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

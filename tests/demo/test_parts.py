@@ -181,3 +181,43 @@ def test_the_callers_own_command_line_does_not_hold_the_directory(tmp_path: Path
     done = subprocess.run(["sh", "-c", shell, "sh", str(tmp_path)], capture_output=True,
                           text=True, check=True, timeout=30)
     assert done.stdout.strip() == "['sleep']"
+
+
+def test_a_memif_pods_testpmd_opens_the_queue_pairs_its_numanet_json_names(
+        tmp_path: Path) -> None:
+    # numanet.json as the CNI writes it (its own writer), read the way the demo's pod does.
+    from cni.container_config import ContainerView, write_container_config
+    from cni.result import IpamResult
+    from deviceplugin import naming
+
+    device_id = "memif-ovs-n0-003"
+    host_dir = tmp_path / "s" / device_id
+    container_dir = naming.container_slot_dir("memif-ovs", device_id)
+    slot = Slot(device_id, "memif-ovs", "numanet.io/memif-ovs", "memif", 0, index=3,
+                vswitch="ovs", container_role="slave", memif_mode="ethernet",
+                host_dir=host_dir, container_dir=container_dir)
+    write_container_config(slot, ContainerView("net", "net1", "02:00:00:00:00:03",
+                                               IpamResult(), queues=3))
+    pod = Pod("demo", "pod-a", "memif-ovs", "numanet.io/memif-ovs", "ns",
+              device_id=device_id, mounts={str(container_dir): str(host_dir)})
+
+    iface = pod.read_interface()
+
+    assert (iface.kind, iface.role, iface.queues) == ("memif", "slave", 3)
+    assert iface.socket == host_dir / "sock"
+    port = Port(iface.kind, iface.socket, iface.role, iface.mac, iface.memif_id,
+                iface.queues or 1)
+    command = Settings(port, "p").command()
+    app = command[command.index("--") + 1:]
+    assert "--rxq=3" in app and "--txq=3" in app
+    assert f"--vdev=net_memif0,role=client,id=0,socket={host_dir}/sock,socket-abstract=no," \
+        "mac=02:00:00:00:00:03" in command
+
+
+def test_memif_pods_get_the_pages_ovs_spends_on_their_ports() -> None:
+    from deviceplugin.demo import PODS
+    from deviceplugin.demo.scenario import HUGEPAGES, hugepages_for
+
+    assert hugepages_for(("vhost-user", "vhost-user")) == HUGEPAGES
+    assert hugepages_for(("vhost-user", "memif")) < hugepages_for(("memif", "memif"))
+    assert PODS[0] == "vhost-user,vhost-user"  # the default stays the vhost-user pair
