@@ -8,6 +8,8 @@ PYTEST_ARGS ?=
 .PHONY: venv test lint protos protos-check bench demo clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
+	@# Debian's python3 needs python3-venv for `-m venv` (ensurepip); install it when missing.
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || apt-get install -y -qq --no-install-recommends python3-venv
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[dev]'
@@ -32,6 +34,9 @@ protos-check: venv
 bench: venv
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# --install: apt-get the Debian packages the demo needs (OVS-DPDK, dpdk-testpmd, CNI
+# plugins) when they are missing; DEMO_ARGS= (empty) only names them instead.
+DEMO_ARGS ?= --install
 demo: venv
 	$(PY) -m deviceplugin.cli demo $(DEMO_ARGS)
 
