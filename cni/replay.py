@@ -1,21 +1,97 @@
-"""Plugging recorded attachments again after a vSwitch restart (the agent calls this
-from its vSwitch monitor when a vSwitch turns healthy)."""
+"""Putting the attachments the CNI recorded back on a vSwitch.
+
+Who replays what, decided once (deviceplugin/vswitches.py calls these):
+
+- ``adopt(ctx, vswitch)`` runs once per backend object, when it is first healthy: after
+  an agent restart (or a backend replaced by a config change) the backend remembers
+  nothing. Each recorded attachment on that vSwitch is then either
+    * still held: plugged again, which adopts the port the vSwitch kept (VPP keeps its
+      interfaces over an agent restart; ``plug`` of a device ID is idempotent) or creates
+      the one it lost, and makes the backend remember it for its own replays; or
+    * held by no pod any more (the kubelet lists the device for no pod *and* the
+      attachment's network namespace is gone): torn down, port, IPAM lease, container
+      files and record, and the device plugin's allocation released. When the kubelet
+      cannot be asked nothing is torn down: the runtime's DEL or GC comes later.
+  It holds the locks of every recorded device for the whole pass, so no CNI call on
+  those devices runs half way through it.
+- ``replay(ctx, vswitch)`` runs after an outage of a vSwitch that does not put its ports
+  back itself (OVS keeps them in its database, so the plug is normally a no-op).
+- After a VPP restart nothing here runs: the VPP backend remembers every slot it plugged
+  and replays them itself (vswitch/vpp/backend.py), so each port is put back once.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 from cni.context import Context
+from cni.errors import CniError
 from cni.lookups import describe, port_spec
-from cni.teardown import record_netconf
-from vswitch.api import Owner, VSwitchError
+from cni.records import AttachmentRecord
+from cni.request import CniArgs, CniRequest
+from cni.teardown import record_netconf, teardown
+from deviceplugin.slots import Slot
+from vswitch.api import Owner, VSwitch, VSwitchError, VSwitchUnavailable
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Adoption:
+    """What ``adopt`` did, by device ID."""
+
+    plugged: tuple[str, ...] = ()  # held attachments, on the vSwitch again
+    removed: tuple[str, ...] = ()  # attachments no pod holds, torn down
+    failed: dict[str, str] = field(default_factory=dict)  # device ID -> why
+
+
+def adopt(ctx: Context, vswitch: str) -> Adoption:
+    """Plug every recorded attachment on ``vswitch`` that a pod still holds; tear down
+    the others. Raises VSwitchUnavailable when the vSwitch went away meanwhile (the caller
+    runs it again when it is back; every step is idempotent)."""
+    backend = ctx.vswitches.get(vswitch)
+    if backend is None:
+        return Adoption()
+    ids = sorted({r.device_id for r in ctx.records.all() if _slot_on(ctx, r, vswitch)})
+    if not ids:
+        log.info("adopted attachments vswitch=%s plugged=0 removed=0 failed=0", vswitch)
+        return Adoption()
+    held = _held_devices(ctx)
+    plugged: list[str] = []
+    removed: list[str] = []
+    failed: dict[str, str] = {}
+    with ExitStack() as locks:
+        for device_id in ids:
+            locks.enter_context(ctx.locks.hold(device_id))
+        for device_id in ids:
+            record = ctx.records.get(device_id)  # again, under the lock
+            slot = ctx.slots.slot(device_id)
+            if record is None or slot is None or slot.vswitch != vswitch:
+                continue
+            what = describe(device_id, record.pod, record.container_id, record.ifname)
+            try:
+                if _unheld(record, slot, held):
+                    _remove(ctx, backend, record)
+                    removed.append(device_id)
+                    log.info("removed attachment no pod holds %s vswitch=%s", what, vswitch)
+                elif record.state == "added":
+                    _plug(backend, slot, record)
+                    plugged.append(device_id)
+            except VSwitchUnavailable:
+                raise
+            except (VSwitchError, CniError) as exc:
+                failed[device_id] = str(exc)
+                log.error("adoption failed %s vswitch=%s error=%s", what, vswitch, exc)
+    log.info("adopted attachments vswitch=%s plugged=%d removed=%d failed=%d", vswitch,
+             len(plugged), len(removed), len(failed))
+    return Adoption(tuple(plugged), tuple(removed), failed)
+
+
 def replay(ctx: Context, vswitch: str) -> int:
-    """Plug again every recorded attachment on ``vswitch`` (after it restarted: VPP
-    forgets its interfaces, OVS keeps them and the plug is a no-op). Returns the count."""
+    """Plug again every recorded attachment on ``vswitch``; returns the count."""
     backend = ctx.vswitches.get(vswitch)
     if backend is None:
         return 0
@@ -24,16 +100,61 @@ def replay(ctx: Context, vswitch: str) -> int:
         with ctx.locks.hold(stale.device_id):
             record = ctx.records.get(stale.device_id)
             slot = ctx.slots.slot(stale.device_id)
-            conf = record_netconf(record) if record and record.state == "added" else None
-            if record is None or slot is None or conf is None or slot.vswitch != vswitch:
+            if record is None or record.state != "added" or slot is None \
+                    or slot.vswitch != vswitch:
                 continue
-            what = describe(record.device_id, record.pod, record.container_id, record.ifname)
-            owner = Owner(record.pod_namespace, record.pod_name, record.container_id,
-                          record.ifname)
             try:
-                backend.plug(port_spec(backend, slot, conf, owner, record.mac))
+                _plug(backend, slot, record)
                 done += 1
-            except VSwitchError as exc:
-                log.error("replay failed %s vswitch=%s error=%s", what, vswitch, exc)
+            except (VSwitchError, CniError) as exc:
+                log.error("replay failed %s vswitch=%s error=%s",
+                          describe(record.device_id, record.pod, record.container_id,
+                                   record.ifname), vswitch, exc)
     log.info("replayed ports vswitch=%s count=%d", vswitch, done)
     return done
+
+
+def _slot_on(ctx: Context, record: AttachmentRecord, vswitch: str) -> bool:
+    slot = ctx.slots.slot(record.device_id)
+    return slot is not None and slot.vswitch == vswitch
+
+
+def _held_devices(ctx: Context) -> set[tuple[str, str]] | None:
+    """(resource, device ID) the kubelet lists for any pod; None when it cannot be asked."""
+    try:
+        return ctx.pod_resources.held_devices()
+    except CniError as exc:
+        log.warning("kubelet pod-resources unavailable, keeping every recorded attachment: %s",
+                    exc.msg)
+        return None
+
+
+def _unheld(record: AttachmentRecord, slot: Slot, held: set[tuple[str, str]] | None) -> bool:
+    # Both signs are required: a kubelet that has just restarted may not list a running
+    # pod yet, but a running pod's network namespace exists.
+    if held is None or (slot.resource, record.device_id) in held:
+        return False
+    return not (record.netns and os.path.exists(record.netns))
+
+
+def _plug(backend: VSwitch, slot: Slot, record: AttachmentRecord) -> None:
+    conf = record_netconf(record)
+    if conf is None:
+        raise VSwitchError(f"the record of {record.device_id} holds no usable network config")
+    owner = Owner(record.pod_namespace, record.pod_name, record.container_id, record.ifname)
+    backend.plug(port_spec(backend, slot, conf, owner, record.mac))
+
+
+def _remove(ctx: Context, backend: VSwitch, record: AttachmentRecord) -> None:
+    # The record, read under the device's lock, says this attachment holds the device: its
+    # port goes even when the backend cannot tell the owner (VPP tags carry only the ID).
+    backend.unplug(record.device_id)
+    req = CniRequest("DEL", container_id=record.container_id, netns=record.netns,
+                     ifname=record.ifname, path=record.cni_path,
+                     args=CniArgs(raw=record.cni_args, pod_namespace=record.pod_namespace,
+                                  pod_name=record.pod_name))
+    failures = teardown(ctx, req, record, record_netconf(record))
+    if failures:
+        raise failures[0]
+    if ctx.allocations is not None:
+        ctx.allocations.release(record.device_id)

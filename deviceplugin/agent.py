@@ -1,13 +1,16 @@
 """``numanet agent``: the node agent that wires the device plugin together.
 
 Start order: config (a bad file stops here with one line and exit code 2) -> topology ->
-vSwitch monitor (connects in the background; a vSwitch that is down only makes its
-slots Unhealthy) -> resource manager -> status file and metrics -> one gRPC server per
-pool, registered with the kubelet and re-registered after kubelet restarts -> the CNI
-service on ``<run-dir>/cni.sock`` -> a refresher that re-reads topology, vSwitch health and
-the config file every ``--refresh-interval`` seconds and at once on udev events. SIGTERM or
-SIGINT stops it all in reverse order, removing the plugin sockets, the CNI socket, the
-device-info files and the status file it created (CDI specs stay for container restarts).
+vSwitch monitor (connects in the background, one thread per vSwitch; a vSwitch that is
+absent or down only makes its slots Unhealthy, and is retried) -> resource manager ->
+status file and metrics -> one gRPC server per pool, registered with the kubelet and
+re-registered after kubelet restarts -> the CNI service on ``<run-dir>/cni.sock``, and
+the adoption of the attachments the CNI recorded before this start (at once for the
+healthy vSwitches, later for the others) -> a refresher that re-reads topology, vSwitch
+health and the config file every ``--refresh-interval`` seconds and at once on udev
+events. SIGTERM or SIGINT stops it all in reverse order, removing the plugin sockets, the
+CNI socket, the device-info files and the status file it created (CDI specs stay for
+container restarts).
 """
 
 from __future__ import annotations
@@ -174,12 +177,17 @@ class Agent:
     #   self.manager                 SlotLookup (slot(device_id), pool_resource(pool))
     #   self.vswitches               name -> VSwitch backend ("ovs", "vpp"), read per call
     #   self.allocator               all() / release(device_id): GC of devices no pod holds
-    #   self.vswitch_monitor.on_recovered(cb)   replays ports when a vSwitch comes back
     #   naming.cni_socket(run_dir), options.pod_resources, options.devinfo_dir.parent
     # Started once the device plugins are registered; stopped before them.
+    #
+    # Ports after restarts (one owner each, see deviceplugin/vswitches.py and cni/replay.py):
+    # the first time each vSwitch backend is healthy the CNI records are adopted (ports the
+    # vSwitch kept are taken over, lost ones plugged again, those no pod holds removed);
+    # after a VPP restart the VPP backend replays its own slots and the agent does nothing;
+    # after an OVS outage the records are plugged again (a no-op while OVS kept them).
 
     def _start_cni_service(self) -> None:
-        from cni.replay import replay
+        from cni.replay import adopt, replay
         from cni.service import start_agent_service
 
         service = start_agent_service(
@@ -189,17 +197,17 @@ class Agent:
         self.cni_service = service
         log.info("CNI service listening socket=%s", naming.cni_socket(self.options.run_dir))
 
+        def adopt_ports(name: str, _backend: VSwitch) -> None:
+            if self.cni_service is service:
+                adopt(service.context, name)
+
         def replay_ports(name: str, _backend: VSwitch) -> None:
             if self.cni_service is service:
                 replay(service.context, name)
 
         self.vswitch_monitor.on_recovered(replay_ports)
-        # A vSwitch that restarted while the agent was down lost its ports (VPP does):
-        # plug the recorded ones again now; for OVS, which keeps them, it is a no-op.
-        healthy = [n for n, st in self.vswitch_monitor.states().items() if st.healthy]
-        if healthy:
-            threading.Thread(target=lambda: [replay(service.context, n) for n in healthy],
-                             name="cni-replay", daemon=True).start()
+        # Runs now, on this thread, for the vSwitches already healthy; later for the others.
+        self.vswitch_monitor.on_first_healthy(adopt_ports)
 
     def _stop_cni_service(self) -> None:
         service, self.cni_service = self.cni_service, None

@@ -6,9 +6,14 @@ them back: a keeper thread watches the API socket, reconnects with exponential b
 when it drops, and then *replays* every remembered spec (a slot VPP still has is adopted,
 a missing one is plugged again). Callers are told through ``on_disconnect`` (slots turn
 Unhealthy) and ``on_reconnect`` (with a ``ReplayReport``: which slots came back, which
-failed and why). The agent does not need to replay anything itself; after an *agent*
-restart it calls ``plug`` for the slots the kubelet still allocates, which adopts the
-ports VPP kept (``plug`` of a device ID is idempotent) and makes the backend remember them.
+failed and why); ``health()`` stays unhealthy until the replay is done, so slots turn
+Healthy only when their ports are back. This backend is the one owner of replay after
+VPP restarts: the agent does not replay anything itself then (deviceplugin/vswitches.py).
+After an *agent* restart the agent calls ``plug`` for the attachments the CNI recorded,
+once per backend object, which adopts the ports VPP kept (``plug`` of a device ID is
+idempotent) and makes the backend remember them. ``connect()`` is called once; after
+that the keeper thread owns the connection (a second ``connect()`` while connected is a
+no-op).
 
 ``unplug`` forgets the spec first, so a slot being removed is never resurrected by a
 replay, even when VPP is unreachable at that moment.
@@ -95,6 +100,10 @@ class VppVSwitch(VSwitch):
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         self._lost_reported = False
+        # What a (re)connect is doing ("connecting", "replaying") or "": health() reads it
+        # without waiting for the connection's lock, and says "not yet" until the replay
+        # is done, so the slots turn Healthy only once every one of them is back on VPP.
+        self._phase = ""
 
     # -- VSwitch ---------------------------------------------------------------------------
 
@@ -106,6 +115,12 @@ class VppVSwitch(VSwitch):
         ``timeout``. The keeper thread goes on trying with backoff until ``close()``.
         """
         self._stop.clear()
+        with self._lock:
+            if self._conn.alive():
+                # The keeper reconnected meanwhile: connecting again would drop a live
+                # connection and replay for nothing.
+                self._start_keeper()
+                return
         deadline = time.monotonic() + timeout
         delay = self._backoff[0]
         error: VSwitchError | None = None
@@ -138,7 +153,10 @@ class VppVSwitch(VSwitch):
         self._conn.close()
 
     def health(self) -> Health:
-        if not self._conn.alive():
+        phase = self._phase
+        if phase == "replaying":
+            return Health(False, f"reconnected to VPP at {self.api_socket}; putting slots back")
+        if phase == "connecting" or not self._conn.alive():
             return Health(
                 False,
                 f"VPP at {self.api_socket} is unreachable: {self._conn.last_error}; reconnecting",
@@ -259,10 +277,15 @@ class VppVSwitch(VSwitch):
 
     def _establish(self) -> ReplayReport:
         with self._lock:
-            self._conn.open()
-            self._generation += 1
-            self._lost_reported = False
-            return self.replay()
+            self._phase = "connecting"
+            try:
+                self._conn.open()
+                self._phase = "replaying"
+                self._generation += 1
+                self._lost_reported = False
+                return self.replay()
+            finally:
+                self._phase = ""
 
     # -- keeper thread ---------------------------------------------------------------------
 

@@ -1,0 +1,246 @@
+"""A node with VPP: the real agent in this process, the VPP stand-in server on a real unix
+socket (``tests/vswitch/vpp_fake.py``: VPP 24.02's binary API, spoken to the real
+vpp_papi client, restartable with an empty state like a real VPP), the kubelet stand-in
+(registration, ListAndWatch, Allocate), the pod-resources stand-in, real host-local IPAM,
+real network namespaces and the real ``numanet-cni`` shim.
+
+The agent builds its VPP backend itself from ``vswitches.vpp.apiSocket`` of its config
+file (``deviceplugin.vswitches.endpoint_of``), as in production; only the backend's
+reconnect timings are shortened so that restarts take milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers.deviceplugin import AgentHarness, short_dir
+from helpers.sysfs import HUGE_2M, NodeSpec, build_sysfs
+
+import vswitch
+from deviceplugin import naming
+from deviceplugin.agent import Agent
+from deviceplugin.config import Config
+from deviceplugin.kubelet_standin import ContainerSpec
+from deviceplugin.kubelet_standin.podresources import PodResourcesStandIn
+from deviceplugin.vswitches import endpoint_of
+from tests.vswitch.vpp_fake import FakeVpp
+from tests.vswitch.vpp_timing import FAST
+from vswitch.api import VSwitch
+
+SHIM = Path(sys.executable).with_name("numanet-cni")
+CNI_BIN = "/usr/lib/cni"
+PREFIX = "numanet.io"
+MEMIF = "memif-vpp"  # container slave: VPP is master and creates the socket
+MEMIF_IP = "memifip-vpp"  # memif mode ip
+VHOST = "vhost-vpp"  # container client: VPP is the vhost-user server
+VHOST_OVS = "vhost-ovs"  # an OVS pool beside the VPP ones (test of a VPP that is absent)
+
+POOLS = f"""\
+  - {{name: {MEMIF}, kind: memif, vswitch: vpp, role: slave, memifMode: ethernet, slotsPerNode: 2}}
+  - {{name: {MEMIF_IP}, kind: memif, vswitch: vpp, role: master, memifMode: ip, slotsPerNode: 2}}
+  - {{name: {VHOST}, kind: vhost-user, vswitch: vpp, mode: client, slotsPerNode: 2}}
+"""
+
+
+def resource(pool: str) -> str:
+    return naming.resource_name(PREFIX, pool)
+
+
+def config_text(api_socket: Path, extra_pools: str = "", ovs: str = "") -> str:
+    vswitches = f"  vpp: {{apiSocket: {api_socket}}}\n" + (f"  ovs: {ovs}\n" if ovs else "")
+    return ("hugepages: {pageSize: 2Mi, path: @HUGEPAGES@}\n"
+            f"vswitches:\n{vswitches}pools:\n{POOLS}{extra_pools}")
+
+
+class VppAgentHarness(AgentHarness):
+    """The harness with the agent's own factory: backends come from the config file."""
+
+    created: list[VSwitch]
+    agent: Agent | None
+
+    def stop_agent(self) -> None:
+        """Stop the agent the way SIGTERM does; the kubelet stand-in keeps running."""
+        assert self.agent is not None
+        self.agent.stop()
+        self.agent = None
+
+    def start_agent(self) -> None:
+        """A new agent process's worth of objects: new monitor, new backends, same dirs."""
+        assert self.agent is None
+        self.agent = Agent(self.options())
+        self.agent.vswitch_monitor.interval = 0.1
+        self.agent.start()
+
+    def _factory(self, name: str, config: Config) -> VSwitch:
+        if name in self.vswitches:
+            return self.vswitches[name]
+        tunables: dict[str, Any] = dict(FAST) if name == "vpp" else {}
+        backend = vswitch.create(name, **endpoint_of(name, config), **tunables)
+        self.created.append(backend)
+        return backend
+
+
+@dataclass
+class CniCall:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout) if self.stdout.strip() else None
+
+
+@dataclass
+class VppNode:
+    root: Path
+    vpp: FakeVpp
+    harness: VppAgentHarness
+    pod_resources: PodResourcesStandIn | None = None
+    network: str = "vpp-net"
+    pods: dict[str, str] = field(default_factory=dict)  # pod name -> device ID
+
+    @property
+    def run_dir(self) -> Path:
+        return self.harness.run_dir
+
+    @property
+    def ipam_dir(self) -> Path:
+        return self.root / "ipam"
+
+    @property
+    def cni_devinfo_dir(self) -> Path:
+        # The agent confines CNIDeviceInfoFile to <devinfo root>/cni; its devinfo root is the
+        # parent of the device plugin's devinfo directory.
+        return self.harness.devinfo_dir.parent / "cni"
+
+    @property
+    def kubelet(self) -> Any:
+        assert self.harness.kubelet is not None
+        return self.harness.kubelet
+
+    @property
+    def agent(self) -> Any:
+        assert self.harness.agent is not None
+        return self.harness.agent
+
+    def start_pod_resources(self) -> None:
+        self.pod_resources = PodResourcesStandIn(self.agent.options.pod_resources,
+                                                 self.kubelet.pod_allocations).start()
+
+    def admit(self, pod: str, pool: str) -> str:
+        """The kubelet admits a pod asking for one device of ``pool`` (Allocate over gRPC)."""
+        self.kubelet.admit_pod("default", pod, [ContainerSpec("app", {resource(pool): 1})])
+        [device_id] = [a.device_ids[0] for a in self.kubelet.allocations if a.pod_name == pod]
+        self.pods[pod] = device_id
+        return device_id
+
+    def netconf(self, pod: str, pool: str, **extra: Any) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "cniVersion": "1.1.0", "name": self.network, "type": "numanet",
+            "resourceName": resource(pool), "deviceID": self.pods[pod],
+            "ipam": {"type": "host-local", "dataDir": str(self.ipam_dir),
+                     "ranges": [[{"subnet": "10.66.0.0/24"}]]},
+            "runtimeConfig": {"CNIDeviceInfoFile": str(self.cni_devinfo_dir /
+                                                       f"{self.network}-{pod}-net1.json")},
+        }
+        conf.update(extra)
+        return conf
+
+    def cni(self, command: str, conf: dict[str, Any], container: str, pod: str,
+            netns_path: str = "") -> CniCall:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command,
+               "CNI_CONTAINERID": container, "CNI_IFNAME": "net1", "CNI_PATH": CNI_BIN,
+               "NUMANET_CNI_SOCKET": str(naming.cni_socket(self.run_dir)),
+               "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"}
+        if netns_path:
+            env["CNI_NETNS"] = netns_path
+        if command == "GC":  # GC is about a network, not one container
+            del env["CNI_CONTAINERID"], env["CNI_IFNAME"], env["CNI_ARGS"]
+        done = subprocess.run([str(SHIM)], input=json.dumps(conf).encode(), env=env,
+                              capture_output=True, timeout=60)
+        return CniCall(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+    # -- what the stand-in VPP holds -----------------------------------------------------
+
+    def vpp_tags(self) -> dict[str, int]:
+        """device ID -> sw_if_index of every interface numanet tagged in VPP."""
+        with self.vpp._lock:
+            return {i.tag: i.sw_if_index for i in self.vpp.state.ifaces.values() if i.tag}
+
+    def vpp_socket_ids(self) -> dict[int, str]:
+        """memif socket ID -> file, without VPP's own default socket 0."""
+        with self.vpp._lock:
+            return {k: s.filename for k, s in self.vpp.state.sockets.items() if k != 0}
+
+    def vpp_bridge_domains(self) -> dict[str, set[int]]:
+        with self.vpp._lock:
+            return {bd.tag: set(bd.members) for bd in self.vpp.state.bds.values()}
+
+    def leases(self) -> list[str]:
+        directory = self.ipam_dir / self.network
+        if not directory.is_dir():
+            return []
+        return sorted(p.name for p in directory.iterdir()
+                      if p.name != "lock" and not p.name.startswith("last_reserved_ip"))
+
+    def records(self) -> list[str]:
+        return sorted(p.stem for p in (self.run_dir / "cni").glob("*.json"))
+
+
+def require_host_local() -> None:
+    if not os.access(f"{CNI_BIN}/host-local", os.X_OK):
+        pytest.skip("host-local IPAM is missing: apt-get install -y containernetworking-plugins")
+
+
+def make_node(config: str | None = None, vswitches: dict[str, VSwitch] | None = None,
+              start_vpp: bool = True) -> VppNode:
+    """A node (not started): sysfs with one NUMA node holding 2Mi hugepages and the CPU
+    the stand-in VPP's main thread runs on, the stand-in VPP, the agent harness."""
+    root = short_dir("nnve-")
+    cpus = frozenset(range(max(os.sched_getaffinity(0)) + 1))
+    sysfs = build_sysfs(root / "sys", [NodeSpec(id=0, cpus=cpus,
+                                                 hugepages={HUGE_2M: (512, 512)})])
+    api_socket = root / "vpp" / "api.sock"
+    api_socket.parent.mkdir()
+    fake = FakeVpp(str(api_socket))
+    if start_vpp:
+        fake.start()
+    harness = VppAgentHarness(root=root, sysfs=sysfs,
+                              config_text=config or config_text(api_socket),
+                              vswitches=dict(vswitches or {}))
+    harness.created = []
+    return VppNode(root=root, vpp=fake, harness=harness)
+
+
+def stop_node(node: VppNode) -> None:
+    if node.pod_resources is not None:
+        node.pod_resources.stop()
+    node.harness.cleanup()
+    node.vpp.crash()
+
+
+@pytest.fixture
+def vpp_node() -> Iterator[VppNode]:
+    """The node running: agent registered, every VPP slot Healthy, pod-resources up."""
+    require_host_local()
+    node = make_node()
+    try:
+        node.harness.start()
+        node.start_pod_resources()
+        for pool in (MEMIF, MEMIF_IP, VHOST):
+            node.harness.wait_devices(resource(pool), lambda d: len(d) == 2
+                                      and all(x.healthy for x in d.values()))
+        yield node
+    finally:
+        stop_node(node)
+    assert not node.vpp.unhandled, f"requests the stand-in VPP could not answer: " \
+                                   f"{node.vpp.unhandled}"
