@@ -37,9 +37,13 @@ from cni.lookups import (
     device_id_of,
     find_port,
     find_slot,
+    is_ip_mode,
+    memif_queues,
+    owner_allows,
     owner_matches,
     pod_identity,
     port_spec,
+    vswitch_address,
     vswitch_error,
     vswitch_for,
 )
@@ -51,7 +55,7 @@ from cni.request import CniRequest
 from cni.result import Interface, IpamResult, parse_dns, parse_result, render_result
 from cni.teardown import record_netconf, remove_unrecorded, take_over, teardown
 from deviceplugin.slots import Slot
-from vswitch.api import TAG_MEMIF_QUEUES, Owner, PluggedPort, VSwitch, VSwitchError
+from vswitch.api import Owner, PluggedPort, VSwitch, VSwitchError
 
 __all__ = ["Allocations", "Context", "PodResources", "VERBS", "add", "check", "delete", "gc",
            "replay", "status", "version"]
@@ -78,10 +82,17 @@ def add(req: CniRequest, ctx: Context) -> str:
         mac = stable_mac(device_id, req.container_id)
     devinfo = devinfo_file(conf.device_info_file, ctx.devinfo_root) \
         if conf.device_info_file else None
-    if conf.ipam_type:
-        ctx.ipam.find(conf.ipam_type, req.path)  # refuse a missing plugin before any change
     pod = f"{namespace}/{name}"
     what = describe(device_id, pod, req.container_id, req.ifname)
+    if conf.ipam_type:
+        ctx.ipam.find(conf.ipam_type, req.path)  # refuse a missing plugin before any change
+    elif is_ip_mode(slot):
+        raise CniError(errors.INVALID_NETWORK_CONFIG,
+                       f"device {device_id} is a memif in mode ip, and the network {conf.name} "
+                       "has no ipam section",
+                       "a routed memif needs the container's address and a gateway, which the "
+                       "vSwitch takes as its side of the link: add an ipam section (e.g. "
+                       "host-local with a subnet)")
     ctx.pod_resources.check_allocated(namespace, name, slot.resource, device_id)
 
     with ctx.locks.hold(device_id):
@@ -99,8 +110,9 @@ def add(req: CniRequest, ctx: Context) -> str:
                            f"check that {ctx.records.dir} is writable by the agent") from None
         done: set[str] = set()
         try:
-            ipam = _plug_and_address(ctx, req, conf, slot, backend, mac, devinfo, done)
-            ctx.records.put(replace(record, state="added"))
+            ipam, address = _plug_and_address(ctx, req, conf, slot, backend, mac, devinfo,
+                                              what, done)
+            ctx.records.put(replace(record, state="added", vswitch_address=address))
         except BaseException as exc:
             # An IPAM ADD that failed cleaned up after itself (the spec asks plugins to);
             # its DEL would only fail again on the same config.
@@ -114,8 +126,9 @@ def add(req: CniRequest, ctx: Context) -> str:
             if isinstance(exc, OSError):
                 raise CniError(errors.IO_FAILURE, f"ADD of {what} failed: {exc}") from None
             raise
-    log.info("attachment added %s network=%s mac=%s ips=%s", what, conf.name, mac,
-             ",".join(ip.address for ip in ipam.ips) or "-")
+    log.info("attachment added %s network=%s mac=%s ips=%s%s", what, conf.name, mac,
+             ",".join(ip.address for ip in ipam.ips) or "-",
+             f" vswitch_address={address}" if address else "")
     iface = Interface(
         name=req.ifname, mac=mac, sandbox=req.netns,
         socket_path=str(slot.container_socket) if slot.kind != "dpdk-nic" else None,
@@ -125,13 +138,15 @@ def add(req: CniRequest, ctx: Context) -> str:
 
 
 def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
-                      backend: VSwitch | None, mac: str, devinfo: Path | None,
-                      done: set[str]) -> IpamResult:
+                      backend: VSwitch | None, mac: str, devinfo: Path | None, what: str,
+                      done: set[str]) -> tuple[IpamResult, str | None]:
     """Plug the port in this thread while a worker runs IPAM ADD and writes the
     device-info file: the two are independent, and the plug mostly waits for
-    ovs-vswitchd. numanet.json comes last, as it carries what both found (the IPs, and
-    the memif queue count the vSwitch chose). ``done`` gets "ipam" once a lease is held,
-    so a failure knows whether to release it."""
+    ovs-vswitchd. A memif in mode ip is the exception: the vSwitch's side needs an
+    address on the pod's subnet, so IPAM runs first. numanet.json comes last, as it
+    carries what both found (the IPs, and the memif queue count the vSwitch chose).
+    ``done`` gets "ipam" once a lease is held, so a failure knows whether to release it.
+    Returns the IPAM result and the vSwitch side's address (mode ip, else None)."""
 
     def address() -> IpamResult:
         result = IpamResult()
@@ -144,13 +159,24 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
             write_devinfo(devinfo, slot)
         return result
 
+    owner = Owner(req.args.pod_namespace or "", req.args.pod_name or "", req.container_id,
+                  req.ifname)
+    plugged: PluggedPort | None = None
+    if is_ip_mode(slot):
+        result = address()
+        own_ip, vswitch_side = vswitch_address(result, what)
+        if backend is not None:
+            plugged = backend.plug(port_spec(backend, slot, conf, owner, mac, vswitch_side))
+        peer = vswitch_side.partition("/")[0]
+        view = ContainerView(conf.name, req.ifname, mac, result, conf.mtu,
+                             queues=memif_queues(plugged), address=own_ip.address, peer=peer)
+        write_container_config(slot, view)
+        return result, vswitch_side
+
     pending = ctx.executor.submit(address)
     plug_error: BaseException | None = None
-    plugged: PluggedPort | None = None
     try:
         if backend is not None:
-            owner = Owner(req.args.pod_namespace or "", req.args.pod_name or "",
-                          req.container_id, req.ifname)
             plugged = backend.plug(port_spec(backend, slot, conf, owner, mac))
     except BaseException as exc:
         plug_error = exc
@@ -165,27 +191,9 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
     if plug_error is not None:
         raise plug_error
     view = ContainerView(conf.name, req.ifname, mac, result, conf.mtu,
-                         queues=_memif_queues(plugged) if slot.kind == "memif" else None)
+                         queues=memif_queues(plugged) if slot.kind == "memif" else None)
     write_container_config(slot, view)
-    return result
-
-
-def _memif_queues(plugged: PluggedPort | None) -> int | None:
-    """Queue pairs the vSwitch asks the container's memif to open (its tag), or None when
-    it leaves the count to the container. A tag numanet cannot read is a vSwitch fault:
-    a container guessing a count might receive nothing."""
-    text = plugged.tags.get(TAG_MEMIF_QUEUES) if plugged is not None else None
-    if text is None:
-        return None
-    try:
-        queues = int(text)
-    except ValueError:
-        queues = 0
-    if not 1 <= queues <= 255:
-        raise VSwitchError(f"port {plugged.port_name if plugged else '?'} says the container "
-                           f"must open {text!r} memif queue pairs, which is not a count of "
-                           "1 to 255 (DPDK memif's limit)")
-    return queues
+    return result, None
 
 
 # -- DEL ------------------------------------------------------------------------------------
@@ -243,7 +251,9 @@ def _device_of_port(ctx: Context, req: CniRequest) -> str | None:
                 if owner_matches(port, req.container_id, req.ifname):
                     return port.device_id
         except VSwitchError as exc:
-            raise vswitch_error(exc, f"cannot list ports of vSwitch {backend.name}") from None
+            raise vswitch_error(exc, f"cannot list ports of vSwitch {backend.name} for "
+                                     f"{describe(None, req.args.pod, req.container_id, req.ifname)}"
+                                ) from None
     return None
 
 
@@ -273,8 +283,8 @@ def check(req: CniRequest, ctx: Context) -> str:
                        "its pool left the agent's configuration")
     backend = vswitch_for(ctx, slot)
     if backend is not None:
-        port = find_port(backend, record.device_id)
-        if port is None or not owner_matches(port, req.container_id, req.ifname):
+        port = find_port(backend, record.device_id, what)
+        if port is None or not owner_allows(port, req.container_id, req.ifname):
             raise CniError(errors.CHECK_FAILED,
                            f"vSwitch {backend.name} has no port for {what}",
                            "the port was removed behind numanet's back; recreate the pod")

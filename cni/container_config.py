@@ -2,7 +2,11 @@
 file Multus asks for in ``runtimeConfig.CNIDeviceInfoFile`` (device-info spec 1.1.0).
 
 Paths written here are the ones the container sees (``/run/numanet/<pool>/<deviceID>``),
-not the host's. The device-info path comes from the network configuration, so it is
+not the host's. Beside the slot's facts numanet.json carries the pool's ``ringSize`` /
+``bufferSize`` when configured (memif's slave and vhost-user's virtio side size the rings:
+usually the container), a memif's ``queues`` when the vSwitch fixes the count, and for a
+memif in mode ip the container's ``address`` and its ``peer`` (the vSwitch side, which is
+also the gateway in ``ips``). The device-info path comes from the network configuration, so it is
 confined to Multus's CNI device-info directory (``<devinfo root>/cni``, never the device
 plugins' ``dp``) before anything is written there as root.
 """
@@ -42,6 +46,10 @@ class ContainerView:
     # memif: queue pairs the container must open, when its vSwitch sends on a fixed set
     # of queues (OVS: one per PMD thread plus one); None when the container may choose.
     queues: int | None = None
+    # memif mode ip: the container's own address (CIDR) and the vSwitch side's address
+    # on the same link (no prefix), which is the container's gateway.
+    address: str | None = None
+    peer: str | None = None
 
 
 def container_config(slot: Slot, view: ContainerView) -> dict[str, Any]:
@@ -65,8 +73,15 @@ def container_config(slot: Slot, view: ContainerView) -> dict[str, Any]:
         doc["socketPath"] = str(slot.container_socket)
         if view.queues is not None:
             doc["queues"] = view.queues
+        if slot.memif_mode == "ip":
+            doc["address"] = view.address
+            doc["peer"] = view.peer
     else:
         doc["pciAddress"] = slot.pci_address or slot.device_id
+    if slot.ring_size is not None:
+        doc["ringSize"] = slot.ring_size
+    if slot.buffer_size is not None:
+        doc["bufferSize"] = slot.buffer_size
     doc["mac"] = view.mac
     doc["mtu"] = view.mtu
     doc["ips"] = [ip.to_json() for ip in view.ipam.ips]
@@ -84,14 +99,45 @@ def write_container_config(slot: Slot, view: ContainerView) -> Path | None:
     path = config_path(slot)
     if path is None:
         return None
+    _write_doc(path, container_config(slot, view))
+    return path
+
+
+def refresh_container_config(slot: Slot, queues: int | None) -> bool:
+    """Bring what the vSwitch decides at plug time (the memif queue count) up to date in
+    an existing numanet.json, after a port was plugged again; the rest of the file (IPs
+    from IPAM, MAC, ...) does not change on a replay. Writes only when the file says
+    something else, so a replay that changed nothing touches no file. False when nothing
+    was written (no file: the attachment's ADD did not get that far)."""
+    path = config_path(slot)
+    if path is None or slot.kind != "memif":
+        return False
+    try:
+        current = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as exc:
+        raise CniError(errors.IO_FAILURE, f"cannot read {path}: {exc}",
+                       "the container config is damaged; recreate the pod's network") from None
+    if not isinstance(current, dict):
+        raise CniError(errors.IO_FAILURE, f"{path} is not a JSON object",
+                       "the container config is damaged; recreate the pod's network")
+    wanted = {k: v for k, v in current.items() if k != "queues"}
+    if queues is not None:
+        wanted["queues"] = queues
+    if wanted == current:
+        return False
+    _write_doc(path, wanted)
+    return True
+
+
+def _write_doc(path: Path, doc: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(container_config(slot, view), indent=2).encode() + b"\n",
-                     mode=0o644)
+        write_atomic(path, json.dumps(doc, indent=2).encode() + b"\n", mode=0o644)
     except OSError as exc:
         raise CniError(errors.IO_FAILURE, f"cannot write {path}: {exc.strerror}",
                        "check that the slot directory exists and the agent can write it") from None
-    return path
 
 
 def remove_file(path: Path | None) -> None:

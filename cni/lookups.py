@@ -4,6 +4,7 @@ which port; each failure is a CniError that says what to do."""
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 
 from cni import errors
@@ -11,9 +12,18 @@ from cni.context import Context
 from cni.errors import CniError
 from cni.netconf import NetConf
 from cni.request import CniRequest
+from cni.result import IpamResult, IpConfig
 from deviceplugin import naming
 from deviceplugin.slots import Slot
-from vswitch.api import Owner, PluggedPort, PortSpec, VSwitch, VSwitchError, VSwitchUnavailable
+from vswitch.api import (
+    TAG_MEMIF_QUEUES,
+    Owner,
+    PluggedPort,
+    PortSpec,
+    VSwitch,
+    VSwitchError,
+    VSwitchUnavailable,
+)
 
 _NS_GET_NSTYPE = 0xB703  # ioctl: which namespace type an nsfs file is
 _CLONE_NEWNET = 0x40000000
@@ -112,14 +122,57 @@ def vswitch_for(ctx: Context, slot: Slot) -> VSwitch | None:
 
 
 def port_spec(backend: VSwitch, slot: Slot, conf: NetConf, owner: Owner,
-              mac: str | None) -> PortSpec:
-    """The vSwitch port of a socket slot, as the network config and the slot say."""
+              mac: str | None, ip_address: str | None = None) -> PortSpec:
+    """The vSwitch port of a socket slot, as the network config and the slot say.
+
+    ``ip_address`` is the vSwitch side's address of a memif in mode ip (see
+    ``vswitch_address``). Ring and buffer sizes go to memif ports only: a vhost-user
+    ring is sized by the virtio driver in the container, and neither OVS nor VPP takes a
+    size for it (numanet.json carries the pool's values to the container instead).
+    """
     assert slot.host_socket is not None
+    memif = slot.kind == "memif"
     return PortSpec(
         device_id=slot.device_id, kind=slot.kind,  # type: ignore[arg-type]
         container_role=slot.container_role or "", socket_path=str(slot.host_socket),
         network=network_for(backend, conf), owner=owner, mac=mac, mtu=conf.mtu, vlan=conf.vlan,
-        memif_mode=slot.memif_mode or "ethernet", memif_id=0)
+        memif_mode=slot.memif_mode or "ethernet", memif_id=0,
+        ring_size=slot.ring_size if memif else None,
+        buffer_size=slot.buffer_size if memif else None,
+        ip_address=ip_address if is_ip_mode(slot) else None)
+
+
+def is_ip_mode(slot: Slot) -> bool:
+    """A memif in mode ip: routed by the vSwitch, which needs an address on the pod's subnet."""
+    return slot.kind == "memif" and slot.memif_mode == "ip"
+
+
+def vswitch_address(ipam: IpamResult, what: str) -> tuple[IpConfig, str]:
+    """(the container's IP, the vSwitch side's address in CIDR form) of an ip-mode memif.
+
+    The vSwitch takes the gateway IPAM gave the container, with the container's prefix
+    length: the container then reaches the gateway over the memif, and the vSwitch routes
+    the container's subnet to it. The first IP whose gateway lies in its own subnet is
+    used (one address per port: the VPP backend configures one).
+
+    Known limit: VPP refuses a prefix that overlaps one on another interface of the same
+    table, so a real VPP takes one ip-mode memif per subnet this way. Several pods on one
+    subnet need the backend to make each memif unnumbered to a loopback holding the
+    gateway and to route each pod's own address to its memif.
+    """
+    for ip in ipam.ips:
+        iface = ipaddress.ip_interface(ip.address)
+        if not ip.gateway:
+            continue
+        gateway = ipaddress.ip_address(ip.gateway)
+        if gateway in iface.network and gateway != iface.ip:
+            return ip, f"{gateway}/{iface.network.prefixlen}"
+    got = ", ".join(f"{ip.address} gateway {ip.gateway or 'none'}" for ip in ipam.ips)
+    raise CniError(errors.INVALID_NETWORK_CONFIG,
+                   f"memif mode ip of {what} needs a gateway in the container's subnet from "
+                   f"IPAM (it gave {got or 'no IP'})",
+                   "the vSwitch takes the gateway as its side of the link: set "
+                   "ipam.ranges[].gateway (host-local's default is the subnet's first address)")
 
 
 def network_for(backend: VSwitch, conf: NetConf) -> str:
@@ -137,14 +190,47 @@ def vswitch_error(exc: VSwitchError, what: str) -> CniError:
     return CniError(errors.VSWITCH_FAILURE, f"{what}: {exc}", "see the vSwitch log")
 
 
-def find_port(backend: VSwitch | None, device_id: str) -> PluggedPort | None:
+def find_port(backend: VSwitch | None, device_id: str,
+              what: str | None = None) -> PluggedPort | None:
+    """The port of ``device_id``; ``what`` (``describe``) names the call in errors."""
     if backend is None:
         return None
     try:
         return next((p for p in backend.ports() if p.device_id == device_id), None)
     except VSwitchError as exc:
-        raise vswitch_error(exc, f"cannot list ports of vSwitch {backend.name}") from None
+        raise vswitch_error(exc, f"cannot list ports of vSwitch {backend.name} for "
+                                 f"{what or f'device_id={device_id}'}") from None
 
 
 def owner_matches(port: PluggedPort, container_id: str, ifname: str) -> bool:
+    """The port's owner tags name this very attachment (no record to go by)."""
     return port.owner.container_id == container_id and port.owner.ifname == ifname
+
+
+def owner_allows(port: PluggedPort, container_id: str, ifname: str) -> bool:
+    """For a caller holding the device's record (read under its lock) for this attachment:
+    the port's owner does not contradict it. A backend that cannot tell the owner reports
+    an empty one (VPP's tags carry only the device ID, and a backend that restarted knows
+    the owner only once adoption ran), which counts as the record's; a port tagged with
+    another attachment is still never touched."""
+    if not port.owner.container_id and not port.owner.ifname:
+        return True
+    return owner_matches(port, container_id, ifname)
+
+
+def memif_queues(plugged: PluggedPort | None) -> int | None:
+    """Queue pairs the vSwitch asks the container's memif to open (its tag), or None when
+    it leaves the count to the container. A tag numanet cannot read is a vSwitch fault:
+    a container guessing a count might receive nothing."""
+    text = plugged.tags.get(TAG_MEMIF_QUEUES) if plugged is not None else None
+    if text is None:
+        return None
+    try:
+        queues = int(text)
+    except ValueError:
+        queues = 0
+    if not 1 <= queues <= 255:
+        raise VSwitchError(f"port {plugged.port_name if plugged else '?'} says the container "
+                           f"must open {text!r} memif queue pairs, which is not a count of "
+                           "1 to 255 (DPDK memif's limit)")
+    return queues

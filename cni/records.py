@@ -39,6 +39,9 @@ class AttachmentRecord:
     state: str = "adding"  # adding | added
     mac: str | None = None
     device_info_file: str | None = None
+    # memif mode ip: the vSwitch side's address (CIDR) the ADD gave it, so that a replay or
+    # an adoption plugs the port again with the same one, never a new guess.
+    vswitch_address: str | None = None
     # The network config of the ADD (without prevResult): releases the IPAM lease on GC
     # or cleanup even when the caller no longer sends a config.
     netconf: dict[str, Any] = field(default_factory=dict)

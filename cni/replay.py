@@ -18,6 +18,10 @@ Who replays what, decided once (deviceplugin/vswitches.py calls these):
   back itself (OVS keeps them in its database, so the plug is normally a no-op).
 - After a VPP restart nothing here runs: the VPP backend remembers every slot it plugged
   and replays them itself (vswitch/vpp/backend.py), so each port is put back once.
+
+``adopt`` and ``replay`` plug with what the ADD recorded (MAC, the vSwitch-side address of
+an ip-mode memif) and rewrite a memif's numanet.json when the queue count the vSwitch
+reports for the port changed.
 """
 
 from __future__ import annotations
@@ -27,14 +31,15 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
+from cni.container_config import refresh_container_config
 from cni.context import Context
 from cni.errors import CniError
-from cni.lookups import describe, port_spec
+from cni.lookups import describe, memif_queues, port_spec
 from cni.records import AttachmentRecord
 from cni.request import CniArgs, CniRequest
 from cni.teardown import record_netconf, teardown
 from deviceplugin.slots import Slot
-from vswitch.api import Owner, VSwitch, VSwitchError, VSwitchUnavailable
+from vswitch.api import TAG_MEMIF_QUEUES, Owner, VSwitch, VSwitchError, VSwitchUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +143,19 @@ def _unheld(record: AttachmentRecord, slot: Slot, held: set[tuple[str, str]] | N
 
 
 def _plug(backend: VSwitch, slot: Slot, record: AttachmentRecord) -> None:
+    """Plug the recorded attachment again as its ADD did (same MAC, same vSwitch-side
+    address of an ip-mode memif), then bring numanet.json up to date with what the
+    vSwitch decided this time (a memif's queue count follows OVS's PMD threads)."""
     conf = record_netconf(record)
     if conf is None:
         raise VSwitchError(f"the record of {record.device_id} holds no usable network config")
     owner = Owner(record.pod_namespace, record.pod_name, record.container_id, record.ifname)
-    backend.plug(port_spec(backend, slot, conf, owner, record.mac))
+    plugged = backend.plug(port_spec(backend, slot, conf, owner, record.mac,
+                                     record.vswitch_address))
+    if slot.kind == "memif" and refresh_container_config(slot, memif_queues(plugged)):
+        log.info("container config rewritten %s queues=%s",
+                 describe(record.device_id, record.pod, record.container_id, record.ifname),
+                 plugged.tags.get(TAG_MEMIF_QUEUES, "-"))
 
 
 def _remove(ctx: Context, backend: VSwitch, record: AttachmentRecord) -> None:

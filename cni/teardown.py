@@ -13,7 +13,7 @@ from cni import errors
 from cni.container_config import config_path, remove_file
 from cni.context import Context
 from cni.errors import CniError
-from cni.lookups import describe, find_port, owner_matches, vswitch_error
+from cni.lookups import describe, find_port, owner_allows, owner_matches, vswitch_error
 from cni.netconf import NetConf, parse_netconf
 from cni.records import AttachmentRecord
 from cni.request import CniRequest
@@ -40,8 +40,11 @@ def teardown(ctx: Context, req: CniRequest, record: AttachmentRecord,
         candidates = [backend] if backend is not None else []
     for switch in candidates:
         try:
-            port = find_port(switch, record.device_id)
-            if port is not None and owner_matches(port, record.container_id, record.ifname):
+            port = find_port(switch, record.device_id, what)
+            # The record (read under the device's lock by every caller) says this
+            # attachment holds the device: a port whose owner the backend cannot tell goes
+            # too, one tagged with another attachment stays.
+            if port is not None and owner_allows(port, record.container_id, record.ifname):
                 switch.unplug(record.device_id)
         except CniError as exc:
             failures.append(exc)
@@ -106,7 +109,7 @@ def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> None:
         return
     slot = ctx.slots.slot(device_id)
     backend = ctx.vswitches.get(slot.vswitch or "") if slot else None
-    port = find_port(backend, device_id)
+    port = find_port(backend, device_id, what)
     if backend is not None and port is not None:
         log.warning("unrecorded port on device, removing it %s port=%s owner=%s/%s,%s,%s",
                     what, port.port_name, port.owner.pod_namespace, port.owner.pod_name,
@@ -125,7 +128,7 @@ def remove_unrecorded(ctx: Context, req: CniRequest, device_id: str, what: str) 
     switches = [backend] if backend is not None else list(ctx.vswitches.values())
     for switch in switches:
         try:
-            port = find_port(switch, device_id)
+            port = find_port(switch, device_id, what)
             if port is not None and owner_matches(port, req.container_id, req.ifname):
                 log.info("removing unrecorded port %s port=%s", what, port.port_name)
                 switch.unplug(device_id)

@@ -120,6 +120,7 @@ def _socket_slot(pool: PoolConfig, resource: str, node: int, index: int, run_dir
         container_role=pool.container_role, memif_mode=pool.memif_mode,
         host_dir=naming.slot_dir(run_dir, device_id),
         container_dir=naming.container_slot_dir(pool.name, device_id),
+        ring_size=pool.ring_size, buffer_size=pool.buffer_size,
     )
 
 

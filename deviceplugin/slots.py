@@ -31,6 +31,12 @@ class Slot:
     pci_address: str | None = None  # dpdk-nic only
     iommu_group: str | None = None  # dpdk-nic only
     pf_pci_address: str | None = None  # dpdk-nic VF only: its PF (device-info pf-pci-address)
+    # The pool's ringSize / bufferSize (socket kinds; None: the vSwitch's default). memif:
+    # passed to the vSwitch and written in numanet.json (memif's slave, usually the
+    # container, sizes the rings). vhost-user: numanet.json only, since the virtio side in
+    # the container sizes the rings and neither OVS nor VPP takes a size for them.
+    ring_size: int | None = None
+    buffer_size: int | None = None
 
     @property
     def host_socket(self) -> Path | None:

@@ -44,6 +44,14 @@ POOLS = {
     "memif-ovs": ("memif", "slave", "ethernet", "ovs"),
     # A pool of a vSwitch the bed does not run unless a test adds one (there is no VPP).
     "memif-vpp": ("memif", "slave", "ethernet", "vpp"),
+    # Pools with ringSize / bufferSize (POOL_SIZES).
+    "memifr-ovs": ("memif", "slave", "ethernet", "ovs"),
+    "vhostr-ovs": ("vhost-user", "server", None, "ovs"),
+}
+# pool -> (ringSize, bufferSize) as config.yaml would give them
+POOL_SIZES: dict[str, tuple[int | None, int | None]] = {
+    "memifr-ovs": (512, 4096),
+    "vhostr-ovs": (256, None),
 }
 SLOTS_PER_POOL = 32
 NIC_POOL = "dpdk-nic"
@@ -77,12 +85,14 @@ class StaticSlots:
         if pool not in POOLS or numa_node != 0 or index >= SLOTS_PER_POOL:
             return None
         kind, role, memif_mode, vswitch = POOLS[pool]
+        ring_size, buffer_size = POOL_SIZES.get(pool, (None, None))
         return Slot(device_id=device_id, pool=pool,
                     resource=naming.resource_name(self.prefix, pool),
                     kind=kind, numa_node=0, index=index, vswitch=vswitch,  # type: ignore[arg-type]
                     container_role=role, memif_mode=memif_mode,
                     host_dir=naming.slot_dir(self.run_dir, device_id),
-                    container_dir=naming.container_slot_dir(pool, device_id))
+                    container_dir=naming.container_slot_dir(pool, device_id),
+                    ring_size=ring_size, buffer_size=buffer_size)
 
     def pool_resource(self, pool: str) -> str | None:
         known = pool in POOLS or pool == NIC_POOL

@@ -55,6 +55,20 @@ def test_four_nodes_auto_intersects_polling_nodes_with_hugepage_nodes(tmp_path: 
     assert plans["mf"].slots[0].memif_mode == "ethernet"
 
 
+def test_ring_and_buffer_sizes_of_a_pool_are_on_each_of_its_slots(tmp_path: Path) -> None:
+    topology = numa.discover(two_nodes(tmp_path))
+    config = parse_config({"pools": [
+        socket_pool("mf", kind="memif", vswitch="vpp", ringSize=2048, bufferSize=4096),
+        socket_pool("vh", ringSize=256),
+        socket_pool("plain"),
+    ]})
+    plans = plan_pools(config, topology, {"ovs": None, "vpp": None}, RUN)
+    assert {(s.ring_size, s.buffer_size) for s in plans["mf"].slots} == {(2048, 4096)}
+    assert {(s.ring_size, s.buffer_size) for s in plans["vh"].slots} == {(256, None)}
+    # Not configured: None, so the vSwitch (and the container) keep their defaults.
+    assert {(s.ring_size, s.buffer_size) for s in plans["plain"].slots} == {(None, None)}
+
+
 def test_auto_with_no_matching_node_says_how_to_fix(tmp_path: Path) -> None:
     topology = numa.discover(four_nodes(tmp_path))
     config = parse_config({"hugepages": {"pageSize": "1Gi"}, "pools": [socket_pool()]})

@@ -43,10 +43,15 @@ MEMIF_IP = "memifip-vpp"  # memif mode ip
 VHOST = "vhost-vpp"  # container client: VPP is the vhost-user server
 VHOST_OVS = "vhost-ovs"  # an OVS pool beside the VPP ones (test of a VPP that is absent)
 
+# Ring and buffer sizes: the memif pool's reach VPP; the vhost-user pool's reach only the
+# container (its virtio driver sizes the rings); the ip-mode pool keeps VPP's defaults.
+MEMIF_RING, MEMIF_BUFFER, VHOST_RING = 2048, 4096, 512
 POOLS = f"""\
-  - {{name: {MEMIF}, kind: memif, vswitch: vpp, role: slave, memifMode: ethernet, slotsPerNode: 2}}
+  - {{name: {MEMIF}, kind: memif, vswitch: vpp, role: slave, memifMode: ethernet, slotsPerNode: 2,
+     ringSize: {MEMIF_RING}, bufferSize: {MEMIF_BUFFER}}}
   - {{name: {MEMIF_IP}, kind: memif, vswitch: vpp, role: master, memifMode: ip, slotsPerNode: 2}}
-  - {{name: {VHOST}, kind: vhost-user, vswitch: vpp, mode: client, slotsPerNode: 2}}
+  - {{name: {VHOST}, kind: vhost-user, vswitch: vpp, mode: client, slotsPerNode: 2,
+     ringSize: {VHOST_RING}}}
 """
 
 
@@ -180,6 +185,11 @@ class VppNode:
         """memif socket ID -> file, without VPP's own default socket 0."""
         with self.vpp._lock:
             return {k: s.filename for k, s in self.vpp.state.sockets.items() if k != 0}
+
+    def vpp_addresses(self) -> dict[str, list[str]]:
+        """device ID -> the addresses VPP holds on that interface (CIDR text)."""
+        with self.vpp._lock:
+            return {i.tag: list(i.addresses) for i in self.vpp.state.ifaces.values() if i.tag}
 
     def vpp_bridge_domains(self) -> dict[str, set[int]]:
         with self.vpp._lock:

@@ -10,6 +10,7 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,12 @@ from vswitch.ovs.private import PrivateOvs
 
 from .conftest import (
     MEMIF,
+    MEMIF_BUFFER,
     MEMIF_IP,
+    MEMIF_RING,
     VHOST,
     VHOST_OVS,
+    VHOST_RING,
     CniCall,
     VppNode,
     config_text,
@@ -106,6 +110,9 @@ def test_memif_and_vhost_user_slots_are_plumbed_into_vpp_and_removed(vpp_node: V
         [create] = node.vpp.calls_named("memif_create_v2")
         assert create.args["socket_id"] == sock_add.args["socket_id"]
         assert create.args["role"] == 0 and create.args["mode"] == 0  # VPP master, ethernet
+        # The pool's ringSize / bufferSize, as VPP received them.
+        assert (create.args["ring_size"], create.args["buffer_size"]) == (MEMIF_RING,
+                                                                           MEMIF_BUFFER)
         [vhost] = node.vpp.calls_named("create_vhost_user_if_v2")
         assert vhost.args["sock_filename"] == vhost_sock and vhost.args["is_server"]
         assert vhost.args["tag"] == vhost_id
@@ -129,8 +136,14 @@ def test_memif_and_vhost_user_slots_are_plumbed_into_vpp_and_removed(vpp_node: V
         assert doc["memifId"] == create.args["id"]
         assert doc["socketPath"] == f"{container_dir}/sock"
         assert doc["ips"] and doc["ips"][0]["address"].startswith("10.66.0.")
+        # memif's slave (the container here) allocates the rings: it needs the sizes too.
+        assert (doc["ringSize"], doc["bufferSize"]) == (MEMIF_RING, MEMIF_BUFFER)
+        assert "address" not in doc and "peer" not in doc  # ethernet mode: bridged
         vdoc = json.loads((vhost_slot.host_dir / naming.CONTAINER_CONFIG_NAME).read_text())
         assert (vdoc["kind"], vdoc["mode"]) == ("vhost-user", "client")
+        # A vhost-user ring is sized by the container's virtio driver: VPP's call has no
+        # size for it (the stand-in's decoder would refuse one), the container gets it.
+        assert vdoc["ringSize"] == VHOST_RING and "bufferSize" not in vdoc
         assert vdoc["socketPath"] == f"/run/numanet/{VHOST}/{vhost_id}/sock"
         result = add_m.json
         assert result["interfaces"][0]["socketPath"] == f"{container_dir}/sock"
@@ -161,21 +174,76 @@ def test_memif_and_vhost_user_slots_are_plumbed_into_vpp_and_removed(vpp_node: V
     assert node.agent.vswitches["vpp"].remembered() == ()
 
 
-def test_memif_ip_mode_is_refused_cleanly_until_the_cni_gives_vpp_an_address(
+def test_memif_ip_mode_is_routed_with_the_gateway_as_vpps_address_kept_over_restarts(
         vpp_node: VppNode, pod_ns: NetNS):
-    # An ip-mode memif is routed, not bridged: VPP's side needs an address, which the CNI
-    # does not derive yet (PortSpec.ip_address stays unset). The ADD must fail saying so,
-    # leaving nothing behind.
+    # An ip-mode memif is routed, not bridged: IPAM runs first, VPP's side takes the
+    # gateway IPAM gave the container (with the subnet's prefix), and the container is told
+    # its own address and that peer.
     node = vpp_node
     device_id = node.admit("pod-i", MEMIF_IP)
-    conf = node.netconf("pod-i", MEMIF_IP)
-    add = node.cni("ADD", conf, "ci", "pod-i", pod_ns.path)
-    assert_cni_error(add, errors.VSWITCH_FAILURE, device_id, "memif_mode ip needs ip_address")
-    assert node.vpp_tags() == {} and node.vpp_socket_ids() == {}
-    assert node.vpp.calls_named("memif_create_v2") == []
-    assert node.records() == [] and node.leases() == []
     slot = node.agent.manager.slot(device_id)
-    assert not (slot.host_dir / naming.CONTAINER_CONFIG_NAME).exists()
+    config_file = slot.host_dir / naming.CONTAINER_CONFIG_NAME
+    conf = node.netconf("pod-i", MEMIF_IP)
+    node.vpp.clear_calls()
+
+    add = assert_ok(node.cni("ADD", conf, "ci", "pod-i", pod_ns.path))
+    [ip] = add.json["ips"]
+    assert ip["address"].startswith("10.66.0.") and ip["address"].endswith("/24")
+    assert ip["gateway"] == "10.66.0.1"  # host-local's default: the subnet's first address
+    [create] = node.vpp.calls_named("memif_create_v2")
+    assert create.args["mode"] == 1  # MEMIF_MODE_API_IP
+    assert create.args["role"] == 1  # VPP slave: the pool's container role is master
+    assert (create.args["ring_size"], create.args["buffer_size"]) == (0, 0)  # VPP's defaults
+    sw_if_index = node.vpp_tags()[device_id]
+    [address] = node.vpp.calls_named("sw_interface_add_del_address")
+    assert address.args["sw_if_index"] == sw_if_index and address.args["is_add"]
+    assert str(address.args["prefix"]) == "10.66.0.1/24"
+    assert node.vpp_addresses()[device_id] == ["10.66.0.1/24"]
+    # Routed: no bridge domain was made or joined.
+    assert node.vpp.calls_named("sw_interface_set_l2_bridge") == []
+    assert node.vpp_bridge_domains() == {}
+
+    doc = json.loads(config_file.read_text())
+    assert (doc["kind"], doc["role"], doc["memifMode"]) == ("memif", "master", "ip")
+    assert doc["address"] == ip["address"] and doc["peer"] == "10.66.0.1"
+    assert doc["ips"] == [{"address": ip["address"], "gateway": "10.66.0.1"}]
+    assert "ringSize" not in doc
+    assert_ok(node.cni("CHECK", {**conf, "prevResult": add.json}, "ci", "pod-i", pod_ns.path))
+
+    # The agent restarts while VPP restarts too (VPP comes back empty): the adoption plugs
+    # the recorded attachment again with the address the ADD gave, not a new one.
+    node.harness.stop_agent()
+    node.vpp.crash()
+    node.harness.start_agent()
+    node.harness.wait_devices(resource(MEMIF_IP), none_healthy)
+    node.vpp.clear_calls()
+    node.vpp.start()
+    node.harness.wait_devices(resource(MEMIF_IP), all_healthy)
+    [again] = node.vpp.calls_named("sw_interface_add_del_address")
+    assert str(again.args["prefix"]) == "10.66.0.1/24"
+    assert node.vpp_addresses() == {device_id: ["10.66.0.1/24"]}
+    assert [c.args["mode"] for c in node.vpp.calls_named("memif_create_v2")] == [1]
+    assert json.loads(config_file.read_text()) == doc  # the container's view is unchanged
+
+    replugged = node.vpp_tags()[device_id]
+    assert_ok(node.cni("DEL", conf, "ci", "pod-i"))
+    assert [c.args["sw_if_index"] for c in node.vpp.calls_named("memif_delete")] == [replugged]
+    assert node.vpp_tags() == {} and node.vpp_socket_ids() == {}
+    assert node.records() == [] and node.leases() == []
+    assert not config_file.exists()
+    assert not Path(conf["runtimeConfig"]["CNIDeviceInfoFile"]).exists()
+
+
+def test_memif_ip_mode_without_ipam_is_refused_before_any_change(vpp_node: VppNode,
+                                                                 pod_ns: NetNS):
+    node = vpp_node
+    device_id = node.admit("pod-j", MEMIF_IP)
+    conf = {k: v for k, v in node.netconf("pod-j", MEMIF_IP).items() if k != "ipam"}
+    node.vpp.clear_calls()
+    add = node.cni("ADD", conf, "cj", "pod-j", pod_ns.path)
+    assert_cni_error(add, errors.INVALID_NETWORK_CONFIG, device_id, "mode ip", "ipam")
+    assert node.vpp.calls_named("memif_create_v2") == []
+    assert node.vpp_tags() == {} and node.records() == []
     assert not Path(conf["runtimeConfig"]["CNIDeviceInfoFile"]).exists()
 
 
@@ -200,7 +268,8 @@ def test_vpp_restart_turns_slots_unhealthy_then_replays_every_port_once(
         assert not state.healthy and "VPP" in state.reason
         # A pod starting now is told to retry; nothing of it stays.
         late = node.cni("ADD", node.netconf("pod-x", MEMIF), "c-pod-x", "pod-x", ns_x.path)
-        assert_cni_error(late, errors.TRY_AGAIN_LATER, "vpp")
+        assert_cni_error(late, errors.TRY_AGAIN_LATER, "cannot list ports of vSwitch vpp",
+                         f"device_id={node.pods['pod-x']}", "pod=default/pod-x")
         assert node.records() == sorted([memif_id, vhost_id])
         assert len(node.leases()) == 2
 
@@ -314,6 +383,58 @@ def test_agent_restart_adopts_the_ports_vpp_kept_and_removes_those_no_pod_holds(
     assert node.records() == [] and node.leases() == []
     assert node.agent.allocator.all() == {}
     assert backend.remembered() == ()
+
+
+def test_del_check_and_gc_before_the_adoption_after_an_agent_restart_leak_no_port(
+        vpp_node: VppNode, monkeypatch: pytest.MonkeyPatch):
+    # After an agent restart the new VPP backend does not know who owns the ports VPP
+    # kept (VPP's tags carry only the device ID) until the adoption has run: it reports
+    # them with an empty owner. A DEL or GC in that window must still remove the port the
+    # record names; CHECK must still pass.
+    node = vpp_node
+    with netns("nnve") as ns_a, netns("nnve") as ns_b:
+        dev_a, conf_a = plug_pod(node, "pod-a", MEMIF, ns_a)
+        dev_b, conf_b = plug_pod(node, "pod-b", VHOST, ns_b)
+        sock_a = str(node.agent.manager.slot(dev_a).host_socket)
+        node.harness.stop_agent()
+        adoptions: list[str] = []
+        # The window, held open: the agent's adoption has not run yet.
+        monkeypatch.setattr("cni.replay.adopt", lambda _ctx, name: adoptions.append(name))
+        node.harness.start_agent()
+        for pool in VPP_POOLS:
+            node.harness.wait_devices(resource(pool), all_healthy)
+        assert adoptions == ["vpp"]
+        backend = node.agent.vswitches["vpp"]
+        assert backend.remembered() == ()
+        owners = {p.device_id: p.owner for p in backend.ports()}
+        assert set(owners) == {dev_a, dev_b}
+        assert not owners[dev_a].container_id and not owners[dev_a].ifname  # not known
+
+        assert_ok(node.cni("DEL", conf_a, "c-pod-a", "pod-a"))
+        assert set(node.vpp_tags()) == {dev_b}
+        assert not os.path.lexists(sock_a)
+        assert node.records() == [dev_b] and len(node.leases()) == 1
+
+        assert_ok(node.cni("CHECK", conf_b, "c-pod-b", "pod-b", ns_b.path))
+        gc = node.cni("GC", {**node.netconf("pod-b", VHOST), "cni.dev/valid-attachments": []},
+                      "", "")
+        assert_ok(gc)
+    assert node.vpp_tags() == {} and node.vpp_socket_ids() == {}
+    assert node.vpp_bridge_domains() == {}
+    assert node.records() == [] and node.leases() == []
+
+
+def test_a_record_contradicted_by_the_ports_owner_tags_does_not_remove_the_port(
+        vpp_node: VppNode, pod_ns: NetNS):
+    # The empty owner counts as the record's; a known, different one never does.
+    node = vpp_node
+    device_id, conf = plug_pod(node, "pod-a", MEMIF, pod_ns)
+    records = node.agent.cni_service.context.records
+    records.put(replace(records.get(device_id), container_id="c-other"))
+    assert_ok(node.cni("DEL", conf, "c-other", "pod-a"))
+    assert set(node.vpp_tags()) == {device_id}  # pod-a's port, by its owner tags
+    assert_ok(node.cni("DEL", conf, "c-pod-a", "pod-a"))
+    assert node.vpp_tags() == {} and node.records() == [] and node.leases() == []
 
 
 def test_agent_restart_while_vpp_is_down_plugs_the_recorded_ports_when_it_returns(

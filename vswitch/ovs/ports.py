@@ -16,6 +16,7 @@ from vswitch.api import (
     TAG_CONTAINER_ID,
     TAG_DEVICE_ID,
     TAG_IFNAME,
+    TAG_MEMIF_QUEUES,
     TAG_OWNER,
     TAG_POD_NAME,
     TAG_POD_NAMESPACE,
@@ -37,8 +38,8 @@ TAG_MEMIF_ID = "numanet-memif-id"
 TAG_MEMIF_MODE = "numanet-memif-mode"
 TAG_RING_SIZE = "numanet-ring-size"
 TAG_BUFFER_SIZE = "numanet-buffer-size"
-# Derived at plug time, not part of the spec: queue pairs the container's memif must open.
-TAG_MEMIF_QUEUES = "numanet-memif-queues"
+# Derived at plug time, not part of the spec: queue pairs the container's memif must open
+# (TAG_MEMIF_QUEUES, vswitch.api's key, which the CNI reads).
 _DERIVED_TAGS = frozenset({TAG_MEMIF_QUEUES})
 # The OVS convention (vswitch.xml, "Integration with hypervisors") for the guest-side MAC.
 ATTACHED_MAC = "attached-mac"
