@@ -27,14 +27,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numa
 from deviceplugin import metrics, naming
 from deviceplugin.allocate import Allocator, AllocatorSettings
-from deviceplugin.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from deviceplugin.config import (
+    DEFAULT_CONFIG_PATH,
+    MAX_NUMA_ID,
+    Config,
+    ConfigError,
+    load_config,
+)
 from deviceplugin.kubelet_watch import PluginSupervisor
 from deviceplugin.manager import ResourceManager
 from deviceplugin.registration import DEVICE_PLUGINS_SUBDIR
 from deviceplugin.state import AllocationStore
-from deviceplugin.status_file import StatusWriter, build_status, status_path
+from deviceplugin.status_file import StatusWriter, build_status, pool_usage, status_path
 from deviceplugin.vswitches import Factory, VSwitchMonitor, default_factory
 from vswitch.api import VSwitch
 
@@ -104,8 +111,6 @@ class Agent:
         opts.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(opts.run_dir, 0o755)
         self._check_socket_paths()
-        import numa  # the agent is the only command that needs sysfs
-
         topology = numa.discover(opts.sysfs)
         for warning in topology.warnings:
             log.warning("topology warning: %s", warning)
@@ -146,7 +151,7 @@ class Agent:
             try:
                 step()
             except Exception:
-                log.exception("stopping %s failed", what)
+                log.exception("stopping failed step=%s", what)
         log.info("agent stopped")
 
     def wake(self) -> None:
@@ -156,12 +161,10 @@ class Agent:
     def refresh(self) -> None:
         """One round: config file, topology, vSwitch states -> manager -> servers."""
         self._maybe_reload_config()
-        import numa
-
         try:
             topology = numa.discover(self.options.sysfs)
         except OSError as exc:
-            log.error("topology scan failed, keeping the previous view: %s", exc)
+            log.error("topology scan failed, keeping the previous view error=%s", exc)
             return
         result = self.manager.update(self.config, topology, self.vswitch_monitor.states())
         if result.added or result.removed or self._resources_changed():
@@ -242,7 +245,7 @@ class Agent:
         try:
             config = load_config(self.options.config_path)
         except ConfigError as exc:
-            log.error("config reload refused, keeping the running config: %s", exc)
+            log.error("config reload refused, keeping the running config error=%s", exc)
             return
         if config == self.config:
             return
@@ -259,7 +262,7 @@ class Agent:
         self.status_writer.mark_dirty()
 
     def _check_socket_paths(self) -> None:
-        longest = max((len(naming.slot_device_id(p.name, 999, p.slots_per_node - 1))
+        longest = max((len(naming.slot_device_id(p.name, MAX_NUMA_ID, p.slots_per_node - 1))
                        for p in self.config.pools if p.is_socket_kind), default=0)
         if not longest:
             return
@@ -283,7 +286,7 @@ class Agent:
             metrics.REGISTRY.add_collector(self._collect_metrics)
             self.metrics_server = server.start()
         except (OSError, ValueError) as exc:
-            log.error("metrics endpoint not started: %s", exc)
+            log.error("metrics endpoint not started error=%s", exc)
 
     def _stop_metrics(self) -> None:
         metrics.REGISTRY.remove_collector(self._collect_metrics)
@@ -296,20 +299,9 @@ class Agent:
         return not waiting, f"not registered with the kubelet yet: {', '.join(waiting)}"
 
     def _collect_metrics(self) -> None:
-        allocated = self.manager.allocations.all()
-        rows: list[tuple[str, int | None, int, int]] = []
-        for name in self.manager.pool_names():
-            view = self.manager.pool(name)
-            if view is None:
-                continue
-            used: dict[int | None, int] = {}
-            for device_id in allocated:
-                device = view.by_id.get(device_id)
-                if device is not None:
-                    used[device.slot.numa_node] = used.get(device.slot.numa_node, 0) + 1
-            rows.extend((name, node, total, used.get(node, 0))
-                        for node, (total, _) in view.per_node.items())
-        metrics.set_slots(rows)
+        metrics.set_slots((view.name, node, u.total, u.used)
+                          for view, usage in pool_usage(self.manager)
+                          for node, u in usage.items())
         for state in self.vswitch_monitor.states().values():
             metrics.set_vswitch_up(state.name, state.healthy)
 
@@ -323,8 +315,8 @@ class Agent:
             monitor.start()
             self._hotplug = monitor
         except Exception as exc:  # no netlink in this container: the periodic rescan remains
-            log.warning("udev hotplug events unavailable, rescanning every %.1f s only: %s",
-                        self.options.refresh_interval, exc)
+            log.warning("udev hotplug events unavailable, rescanning periodically only "
+                        "interval_s=%.1f error=%s", self.options.refresh_interval, exc)
 
     def _stop_hotplug(self) -> None:
         monitor, self._hotplug = self._hotplug, None

@@ -27,9 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in _SUBCOMMANDS.items():
         subparsers.add_parser(name, help=help_text, add_help=False)
-    if not argv or argv[0] not in _SUBCOMMANDS:
-        parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.parse_args(argv)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    if argv[0] not in _SUBCOMMANDS:
+        parser.parse_args(argv)  # names the unknown command and exits 2
+        return 2
     name = argv[0]
     module_name, help_text = _SUBCOMMANDS[name]
     try:

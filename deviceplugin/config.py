@@ -23,13 +23,19 @@ from numa.pagesize import page_size_kb
 DEFAULT_CONFIG_PATH = Path("/etc/numanet/config.yaml")
 MAX_SLOTS_PER_NODE = 4096
 # Device IDs carry the NUMA node with up to 3 digits; the pool name must leave room for it.
-_MAX_NUMA_ID = 999
+MAX_NUMA_ID = 999
 
 PoolKind = Literal["vhost-user", "memif", "dpdk-nic"]
 _POOL_KINDS = ("vhost-user", "memif", "dpdk-nic")
 _SOCKET_KINDS = ("vhost-user", "memif")
 _VSWITCHES = ("ovs", "vpp")
 _HEX4 = re.compile(r"^[0-9a-f]{4}$")
+# Pool keys that only some kinds take, in the order they are checked.
+_KEY_KINDS: dict[str, tuple[str, ...]] = {
+    "vswitch": _SOCKET_KINDS, "slotsPerNode": _SOCKET_KINDS, "numaNodes": _SOCKET_KINDS,
+    "ringSize": _SOCKET_KINDS, "bufferSize": _SOCKET_KINDS, "mode": ("vhost-user",),
+    "role": ("memif",), "memifMode": ("memif",), "selectors": ("dpdk-nic",),
+}
 
 
 class ConfigError(ValueError):
@@ -351,15 +357,10 @@ class _Parser:
             raise self.error(f"{key}.kind", f"is missing: set it to one of "
                              f"{', '.join(_POOL_KINDS)}")
         kind: PoolKind = self.string(section["kind"], f"{key}.kind", _POOL_KINDS)  # type: ignore[assignment]
-        self.only_for(section, key, kind, "vswitch", _SOCKET_KINDS)
-        self.only_for(section, key, kind, "slotsPerNode", _SOCKET_KINDS)
-        self.only_for(section, key, kind, "numaNodes", _SOCKET_KINDS)
-        self.only_for(section, key, kind, "ringSize", _SOCKET_KINDS)
-        self.only_for(section, key, kind, "bufferSize", _SOCKET_KINDS)
-        self.only_for(section, key, kind, "mode", ("vhost-user",))
-        self.only_for(section, key, kind, "role", ("memif",))
-        self.only_for(section, key, kind, "memifMode", ("memif",))
-        self.only_for(section, key, kind, "selectors", ("dpdk-nic",))
+        for option, kinds in _KEY_KINDS.items():
+            if option in section and kind not in kinds:
+                raise self.error(f"{key}.{option}", f"applies only to pools of kind "
+                                 f"{' or '.join(kinds)}, not {kind}: remove it")
         if kind == "dpdk-nic":
             return PoolConfig(name=name, kind=kind,
                               selectors=self.selectors(section.get("selectors"),
@@ -371,9 +372,9 @@ class _Parser:
         slots = self.integer(section.get("slotsPerNode", 32), f"{key}.slotsPerNode", 1,
                              MAX_SLOTS_PER_NODE)
         try:
-            naming.slot_device_id(name, _MAX_NUMA_ID, slots - 1)
+            naming.slot_device_id(name, MAX_NUMA_ID, slots - 1)
         except naming.InvalidName:
-            longest = len(naming.slot_device_id("", _MAX_NUMA_ID, slots - 1))
+            longest = len(naming.slot_device_id("", MAX_NUMA_ID, slots - 1))
             raise self.error(f"{key}.name", f"{_show(name)} is too long for device IDs "
                              f"(<pool>-n<numa>-<index>, at most {naming.MAX_DEVICE_ID} "
                              f"characters): use at most {naming.MAX_DEVICE_ID - longest} "
@@ -407,19 +408,13 @@ class _Parser:
                              f"starting and ending with a letter or digit), got {_show(value)}")
         return value
 
-    def only_for(self, section: Mapping[str, Any], key: str, kind: str, name: str,
-                 kinds: tuple[str, ...]) -> None:
-        if name in section and kind not in kinds:
-            raise self.error(f"{key}.{name}", f"applies only to pools of kind "
-                             f"{' or '.join(kinds)}, not {kind}: remove it")
-
     def numa_nodes(self, value: Any, key: str) -> Literal["auto"] | tuple[int, ...]:
         if value == "auto":
             return "auto"
         if not isinstance(value, list) or not value:
             raise self.error(key, f"must be auto or a non-empty list of NUMA node IDs such as "
                              f"[0, 1], got {_show(value)}")
-        nodes = [self.integer(v, f"{key}[{i}]", 0, _MAX_NUMA_ID) for i, v in enumerate(value)]
+        nodes = [self.integer(v, f"{key}[{i}]", 0, MAX_NUMA_ID) for i, v in enumerate(value)]
         if len(set(nodes)) != len(nodes):
             raise self.error(key, f"lists a NUMA node twice ({_show(value)}): list each once")
         return tuple(sorted(nodes))
@@ -452,7 +447,7 @@ class _Parser:
         out = []
         for i, item in enumerate(self.string_list(value, key)):
             normal = item.lower().removeprefix("0x")
-            if not _HEX4.match(normal):
+            if not _HEX4.fullmatch(normal):
                 raise self.error(f"{key}[{i}]", f"must be a 4-digit hex PCI ID such as "
                                  f"\"{example}\" (quote it in YAML), got {_show(item)}")
             out.append(normal)

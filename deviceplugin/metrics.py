@@ -105,10 +105,10 @@ class _Metric:
     kind = "untyped"
 
     def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
-        if not _METRIC_NAME.match(name):
+        if not _METRIC_NAME.fullmatch(name):
             raise ValueError(f"metric name {name!r} is not a valid Prometheus name")
         for label in labelnames:
-            if not _LABEL_NAME.match(label) or label.startswith("__") or label == "le":
+            if not _LABEL_NAME.fullmatch(label) or label.startswith("__") or label == "le":
                 raise ValueError(f"label name {label!r} of metric {name} is not allowed")
         self.name = name
         self.help = help_text
@@ -130,14 +130,28 @@ class _Metric:
         return head + "".join(line + "\n" for line in self._samples())
 
 
-class Counter(_Metric):
-    """Only goes up; one value per label set."""
-
-    kind = "counter"
+class _ValueMetric(_Metric):
+    """One number per label set: what counters and gauges share."""
 
     def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name, help_text, labelnames)
         self._values: dict[tuple[str, ...], float] = {}
+
+    def value(self, **labels: object) -> float:
+        with self._lock:
+            return self._values.get(self._key(labels), 0.0)
+
+    def _samples(self) -> Iterator[str]:
+        with self._lock:
+            items = sorted(self._values.items())
+        for key, value in items:
+            yield f"{self.name}{_label_text(self.labelnames, key)} {_format_value(value)}"
+
+
+class Counter(_ValueMetric):
+    """Only goes up; one value per label set."""
+
+    kind = "counter"
 
     def inc(self, amount: float = 1.0, **labels: object) -> None:
         if amount < 0:
@@ -146,53 +160,21 @@ class Counter(_Metric):
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
 
-    def value(self, **labels: object) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
 
-    def _samples(self) -> Iterator[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        for key, value in items:
-            yield f"{self.name}{_label_text(self.labelnames, key)} {_format_value(value)}"
-
-
-class Gauge(_Metric):
+class Gauge(_ValueMetric):
     """Any value; ``replace`` swaps every series at once so removed pools vanish."""
 
     kind = "gauge"
-
-    def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, labelnames)
-        self._values: dict[tuple[str, ...], float] = {}
 
     def set(self, value: float, **labels: object) -> None:
         key = self._key(labels)
         with self._lock:
             self._values[key] = float(value)
 
-    def inc(self, amount: float = 1.0, **labels: object) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def dec(self, amount: float = 1.0, **labels: object) -> None:
-        self.inc(-amount, **labels)
-
-    def value(self, **labels: object) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
     def replace(self, series: Iterable[tuple[dict[str, object], float]]) -> None:
         fresh = {self._key(labels): float(value) for labels, value in series}
         with self._lock:
             self._values = fresh
-
-    def _samples(self) -> Iterator[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        for key, value in items:
-            yield f"{self.name}{_label_text(self.labelnames, key)} {_format_value(value)}"
 
 
 @dataclass

@@ -24,7 +24,7 @@ _SLOT_ID = re.compile(
     r"^(?P<pool>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-n(?P<numa>[0-9]{1,3})-(?P<index>[0-9]{3,5})$"
 )
 _PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 class InvalidName(ValueError):
@@ -32,7 +32,13 @@ class InvalidName(ValueError):
 
 
 def is_dns_label(name: str) -> bool:
-    return bool(_DNS_LABEL.match(name))
+    return bool(_DNS_LABEL.fullmatch(name))
+
+
+def is_dns_subdomain(name: str) -> bool:
+    """Lower-case letters, digits, '-' and '.', at most 253 characters: a resource prefix,
+    the name of a Kubernetes object."""
+    return bool(_DNS_SUBDOMAIN.fullmatch(name))
 
 
 def validate_pool_name(name: str) -> str:
@@ -45,7 +51,7 @@ def validate_pool_name(name: str) -> str:
 
 
 def validate_prefix(prefix: str) -> str:
-    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+    if not isinstance(prefix, str) or not is_dns_subdomain(prefix):
         raise InvalidName(f"resource prefix {prefix!r} is not a DNS subdomain such as numanet.io")
     return prefix
 
@@ -63,7 +69,7 @@ def slot_device_id(pool: str, numa_node: int, index: int) -> str:
 
 
 def is_pci_address(value: str) -> bool:
-    return bool(_PCI_ADDRESS.match(value))
+    return bool(_PCI_ADDRESS.fullmatch(value))
 
 
 def validate_device_id(device_id: object) -> str:
@@ -72,7 +78,7 @@ def validate_device_id(device_id: object) -> str:
         raise InvalidName(f"device ID {device_id!r} is empty or not a string")
     if len(device_id) > MAX_DEVICE_ID:
         raise InvalidName(f"device ID {device_id[:80]!r} is longer than {MAX_DEVICE_ID} characters")
-    if _SLOT_ID.match(device_id) or _PCI_ADDRESS.match(device_id):
+    if _SLOT_ID.fullmatch(device_id) or _PCI_ADDRESS.fullmatch(device_id):
         return device_id
     raise InvalidName(
         f"device ID {device_id!r} is neither a numanet slot ID (<pool>-n<numa>-<index>) "
@@ -82,7 +88,7 @@ def validate_device_id(device_id: object) -> str:
 
 def parse_slot_id(device_id: str) -> tuple[str, int, int]:
     """(pool, numa node, index) of a slot ID; raises InvalidName for anything else."""
-    match = _SLOT_ID.match(validate_device_id(device_id))
+    match = _SLOT_ID.fullmatch(validate_device_id(device_id))
     if not match:
         raise InvalidName(f"device ID {device_id!r} is not a slot ID (<pool>-n<numa>-<index>)")
     return match["pool"], int(match["numa"]), int(match["index"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deviceplugin import naming
-from deviceplugin.config import Config, NicSelectors, PoolConfig
+from deviceplugin.config import Config, HugepagesConfig, NicSelectors, PoolConfig
 from deviceplugin.slots import Slot
 from numa.model import PciNic, Topology
 
@@ -44,9 +44,7 @@ def plan_pools(config: Config, topology: Topology,
             plans[pool.name] = _plan_nic_pool(pool, resource, topology, claimed)
         else:
             placement = placements.get(pool.vswitch or "")
-            nodes, note = socket_pool_nodes(pool, topology, placement,
-                                            config.hugepages.page_size_kb,
-                                            config.hugepages.page_size)
+            nodes, note = socket_pool_nodes(pool, topology, placement, config.hugepages)
             slots = tuple(
                 _socket_slot(pool, resource, node, index, run_dir)
                 for node in nodes for index in range(pool.slots_per_node)
@@ -56,8 +54,9 @@ def plan_pools(config: Config, topology: Topology,
 
 
 def socket_pool_nodes(pool: PoolConfig, topology: Topology, placement: frozenset[int] | None,
-                      page_size_kb: int, page_size: str) -> tuple[tuple[int, ...], str]:
+                      hugepages: HugepagesConfig) -> tuple[tuple[int, ...], str]:
     """NUMA nodes for a socket pool and a note saying how they were chosen."""
+    page_size = hugepages.page_size
     existing = set(topology.node_ids)
     if pool.numa_nodes != "auto":
         listed = set(pool.numa_nodes)
@@ -68,7 +67,7 @@ def socket_pool_nodes(pool: PoolConfig, topology: Topology, placement: frozenset
             note += (f"; node(s) {_fmt(missing)} do not exist on this machine "
                      f"(nodes: {_fmt(sorted(existing))}) and get no slots")
         return nodes, note
-    with_pages = {n.id for n in topology.nodes_with_hugepages(page_size_kb)}
+    with_pages = {n.id for n in topology.nodes_with_hugepages(hugepages.page_size_kb)}
     if placement is None:
         nodes = tuple(sorted(with_pages))
         note = (f"auto: where vSwitch {pool.vswitch} polls is not known yet, so all nodes with "

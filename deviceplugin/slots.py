@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from deviceplugin.naming import SOCKET_NAME
+
 SlotKind = Literal["vhost-user", "memif", "dpdk-nic"]
 
 
@@ -40,11 +42,11 @@ class Slot:
 
     @property
     def host_socket(self) -> Path | None:
-        return self.host_dir / "sock" if self.host_dir else None
+        return self.host_dir / SOCKET_NAME if self.host_dir else None
 
     @property
     def container_socket(self) -> Path | None:
-        return self.container_dir / "sock" if self.container_dir else None
+        return self.container_dir / SOCKET_NAME if self.container_dir else None
 
 
 class SlotLookup(Protocol):

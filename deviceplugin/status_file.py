@@ -12,14 +12,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deviceplugin.fileio import write_atomic
 from deviceplugin.health import VSwitchState
 from deviceplugin.kubelet_watch import PluginStatus
-from deviceplugin.manager import ResourceManager
+from deviceplugin.manager import PoolView, ResourceManager
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,29 @@ def status_path(run_dir: Path) -> Path:
     return Path(run_dir) / STATUS_FILE
 
 
-def build_status(manager: ResourceManager, plugins: Iterable[PluginStatus],
-                 vswitches: Mapping[str, VSwitchState], started_at: float,
-                 config_path: str) -> dict[str, Any]:
-    registered = {p.pool: p for p in plugins}
+@dataclass(frozen=True)
+class NodeUsage:
+    """Slots of one pool on one NUMA node (None: NICs whose node is unknown)."""
+
+    total: int
+    healthy: int
+    used: int  # held by an allocation
+    used_healthy: int
+
+    @property
+    def free(self) -> int:
+        """Healthy slots no allocation holds (an allocated slot may be unhealthy)."""
+        return self.healthy - self.used_healthy
+
+
+def pool_usage(manager: ResourceManager
+               ) -> Iterator[tuple[PoolView, dict[int | None, NodeUsage]]]:
+    """Every pool with its usage per NUMA node, for the status file and the metrics."""
     allocated = manager.allocations.all()
-    pools = []
     for name in manager.pool_names():
         view = manager.pool(name)
         if view is None:
             continue
-        # "free" = healthy devices no allocation holds (an allocated slot may be unhealthy).
         used: dict[int | None, list[int]] = {}
         for device_id in allocated:
             device = view.by_id.get(device_id)
@@ -49,21 +62,27 @@ def build_status(manager: ResourceManager, plugins: Iterable[PluginStatus],
                 row = used.setdefault(device.slot.numa_node, [0, 0])
                 row[0] += 1
                 row[1] += device.health.healthy
-        per_node: dict[int | None, dict[str, int]] = {}
-        for node, (total, healthy) in view.per_node.items():
-            in_use, in_use_healthy = used.get(node, [0, 0])
-            per_node[node] = {"total": total, "healthy": healthy, "used": in_use,
-                              "free": healthy - in_use_healthy}
-        reasons = dict(view.reasons)
-        plugin = registered.get(name)
+        yield view, {node: NodeUsage(total, healthy, *used.get(node, (0, 0)))
+                     for node, (total, healthy) in view.per_node.items()}
+
+
+def build_status(manager: ResourceManager, plugins: Iterable[PluginStatus],
+                 vswitches: Mapping[str, VSwitchState], started_at: float,
+                 config_path: str) -> dict[str, Any]:
+    registered = {p.pool: p for p in plugins}
+    pools = []
+    for view, usage in pool_usage(manager):
+        plugin = registered.get(view.name)
         pools.append({
-            "name": name, "resource": view.resource, "kind": view.config.kind,
+            "name": view.name, "resource": view.resource, "kind": view.config.kind,
             "vswitch": view.config.vswitch, "note": view.note,
             "registered": bool(plugin and plugin.registered),
             "socket": plugin.socket if plugin else None,
-            "nodes": [{"numa": node, **counts} for node, counts in
-                      sorted(per_node.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))],
-            "unhealthy": reasons,
+            "nodes": [{"numa": node, "total": u.total, "healthy": u.healthy, "used": u.used,
+                       "free": u.free}
+                      for node, u in sorted(usage.items(),
+                                            key=lambda kv: (kv[0] is None, kv[0] or 0))],
+            "unhealthy": dict(view.reasons),
         })
     return {
         "version": STATUS_VERSION, "pid": os.getpid(), "startedAt": started_at,
@@ -97,7 +116,6 @@ class StatusWriter:
     def write(self) -> None:
         try:
             document = self._build()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.path, json.dumps(document, indent=1).encode() + b"\n", mode=0o644)
         except Exception:  # status is for people; it must never take the agent down
             log.exception("cannot write status file path=%s", self.path)

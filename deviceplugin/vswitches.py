@@ -185,16 +185,6 @@ class VSwitchMonitor:
         with self._lock:
             return {name: e.backend for name, e in self._entries.items() if e.backend is not None}
 
-    def poll_now(self) -> None:
-        """Probe every vSwitch once, now, on the caller's thread."""
-        with self._lock:
-            entries = list(self._entries.values())
-        changed = False
-        for entry in entries:
-            changed |= self._probe(entry)
-        if changed and self._on_change is not None:
-            self._on_change()
-
     # --- internals ---
 
     def _spawn(self, entry: _Entry) -> None:
@@ -258,7 +248,8 @@ class VSwitchMonitor:
             backend = entry.backend
             if backend is None:
                 return
-            if not entry.first_healthy_done:
+            first = not entry.first_healthy_done
+            if first:
                 if not self._first_healthy:
                     return  # nobody to tell yet: stays pending until a callback registers
                 callbacks, entry.first_healthy_done = list(self._first_healthy), True
@@ -275,9 +266,9 @@ class VSwitchMonitor:
                 except VSwitchUnavailable as exc:
                     # Gone again half way: the whole first-healthy pass runs again when it
                     # is back (every step is idempotent).
-                    log.warning("vswitch went away during its recovery vswitch=%s when=%s: %s",
-                                entry.name, why, exc)
-                    if why == "first healthy":
+                    log.warning("vswitch went away during its recovery vswitch=%s when=%s "
+                                "error=%s", entry.name, why, exc)
+                    if first:
                         entry.first_healthy_done = False
                     return
                 except Exception:

@@ -37,7 +37,7 @@ def parse_cpulist(text: str) -> frozenset[int]:
         return frozenset()
     for raw in stripped.split(","):
         item = raw.strip()
-        match = _RANGE.match(item)
+        match = _RANGE.fullmatch(item)
         if not match:
             raise ValueError(
                 f"cpulist {text.strip()!r}: bad item {item!r}; expected N or N-M (e.g. '0-3,8')"
@@ -68,7 +68,7 @@ def parse_cpumask(text: str) -> frozenset[int]:
     stripped = text.strip()
     body = stripped[2:] if stripped[:2].lower() == "0x" else stripped
     words = body.split(",")
-    if not body or any(not _HEX_WORD.match(w) for w in words):
+    if not body or any(not _HEX_WORD.fullmatch(w) for w in words):
         raise ValueError(
             f"cpumask {stripped!r} is not hexadecimal; expected e.g. '0x3' or 'ff,ffffffff'"
         )

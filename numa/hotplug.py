@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from numa.pci import PCI_ADDRESS_PATTERN
+
 log = logging.getLogger(__name__)
 
 ACTIONS = frozenset({"add", "remove", "bind", "unbind", "change", "move"})
 DEFAULT_SUBSYSTEMS = ("pci", "net")
-_PCI_ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
+_PCI_ADDRESS = re.compile(PCI_ADDRESS_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ class HotplugMonitor:
         os.write(self._wake_w, b"x")
         thread.join(timeout)
         if thread.is_alive():
-            log.warning("hotplug monitor thread did not stop within %.1fs", timeout)
+            log.warning("hotplug monitor thread did not stop timeout_s=%.1f", timeout)
             return  # keep the fds: the thread still selects on them
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -177,7 +179,7 @@ class HotplugMonitor:
             return monitor.poll(timeout=0)
         except OSError as exc:
             # ENOBUFS: the kernel dropped events; consumers rescan on the next one anyway.
-            log.warning("udev receive failed: %s", exc)
+            log.warning("udev receive failed error=%s", exc)
             return None
 
     def _deliver(self, event: DeviceEvent) -> None:

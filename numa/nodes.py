@@ -7,6 +7,7 @@ node 0 holding every online CPU, with the global hugepage pools of ``kernel/mm/h
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -24,7 +25,7 @@ _MEMINFO_LINE = re.compile(r"^Node\s+\d+\s+(\w+):\s+(\d+)\s*kB$")
 def read_nodes(fs: SysfsReader) -> tuple[NumaNode, ...]:
     node_root = fs.root / "devices" / "system" / "node"
     ids = sorted(
-        int(m.group(1)) for name in fs.listdir(node_root) if (m := _NODE_DIR.match(name))
+        int(m.group(1)) for name in fs.listdir(node_root) if (m := _NODE_DIR.fullmatch(name))
     )
     if not ids:
         return (_single_node(fs),)
@@ -34,14 +35,8 @@ def read_nodes(fs: SysfsReader) -> tuple[NumaNode, ...]:
 
 def _check_online(fs: SysfsReader, path: Path, ids: list[int]) -> None:
     text = fs.read(path, required=False)
-    if text is None:
-        return
-    try:
-        online = parse_cpulist(text)  # same list syntax as CPUs
-    except ValueError as exc:
-        fs.warn(path, str(exc))
-        return
-    if online != frozenset(ids):
+    online = _parsed(fs, path, text, parse_cpulist)  # same list syntax as CPUs
+    if online is not None and online != frozenset(ids):
         fs.warn(path, f"says nodes {text!r} are online but found directories for {ids}")
 
 
@@ -57,25 +52,36 @@ def _read_node(fs: SysfsReader, node_dir: Path, node_id: int) -> NumaNode:
 
 
 def _read_node_cpus(fs: SysfsReader, node_dir: Path) -> frozenset[int]:
-    cpulist = fs.read(node_dir / "cpulist", required=False)
-    if cpulist is not None:
-        try:
-            return parse_cpulist(cpulist)
-        except ValueError as exc:
-            fs.warn(node_dir / "cpulist", str(exc))
-    cpumap = fs.read(node_dir / "cpumap", required=False)
-    if cpumap is not None:
-        try:
-            return parse_cpumask(cpumap)
-        except ValueError as exc:
-            fs.warn(node_dir / "cpumap", str(exc))
+    any_file = False
+    for name, parse in (("cpulist", parse_cpulist), ("cpumap", parse_cpumask)):
+        text = fs.read(node_dir / name, required=False)
+        any_file |= text is not None
+        parsed = _parsed(fs, node_dir / name, text, parse)
+        if parsed is not None:
+            return parsed
     # Last resort: the node directory links each of its CPUs as cpuN.
-    cpus = frozenset(
-        int(m.group(1)) for name in fs.listdir(node_dir) if (m := _CPU_DIR.match(name))
-    )
-    if cpulist is None and cpumap is None and not cpus:
+    cpus = _cpu_entries(fs, node_dir)
+    if not any_file and not cpus:
         fs.warn(node_dir / "cpulist", "missing (no cpulist, cpumap or cpuN entries)")
     return cpus
+
+
+def _parsed(fs: SysfsReader, path: Path, text: str | None,
+            parse: Callable[[str], frozenset[int]]) -> frozenset[int] | None:
+    """``parse(text)``; None when the file was absent or did not parse (warned)."""
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except ValueError as exc:
+        fs.warn(path, str(exc))
+        return None
+
+
+def _cpu_entries(fs: SysfsReader, directory: Path) -> frozenset[int]:
+    return frozenset(
+        int(m.group(1)) for name in fs.listdir(directory) if (m := _CPU_DIR.fullmatch(name))
+    )
 
 
 def _read_meminfo(fs: SysfsReader, path: Path) -> tuple[int | None, int | None]:
@@ -96,7 +102,7 @@ def _read_meminfo(fs: SysfsReader, path: Path) -> tuple[int | None, int | None]:
 def _read_hugepages(fs: SysfsReader, hugepage_root: Path) -> dict[int, HugepageCount]:
     counts: dict[int, HugepageCount] = {}
     for name in fs.listdir(hugepage_root):
-        match = _HUGEPAGE_DIR.match(name)
+        match = _HUGEPAGE_DIR.fullmatch(name)
         if not match:
             fs.warn(hugepage_root / name, "unexpected entry (expected hugepages-<size>kB)")
             continue
@@ -114,17 +120,8 @@ def _read_hugepages(fs: SysfsReader, hugepage_root: Path) -> dict[int, HugepageC
 
 def _single_node(fs: SysfsReader) -> NumaNode:
     cpu_root = fs.root / "devices" / "system" / "cpu"
-    cpus: frozenset[int] = frozenset()
     online = fs.read(cpu_root / "online", required=False)
-    if online is not None:
-        try:
-            cpus = parse_cpulist(online)
-        except ValueError as exc:
-            fs.warn(cpu_root / "online", str(exc))
-    if not cpus:
-        cpus = frozenset(
-            int(m.group(1)) for name in fs.listdir(cpu_root) if (m := _CPU_DIR.match(name))
-        )
+    cpus = _parsed(fs, cpu_root / "online", online, parse_cpulist) or _cpu_entries(fs, cpu_root)
     if not cpus:
         fs.warn(cpu_root, "no CPUs found (no online file, no cpuN entries)")
     total: int | None = None

@@ -13,9 +13,13 @@ from pathlib import Path
 from numa._sysfs import SysfsReader
 from numa.model import VFIO_DRIVER, PciNic
 
+# domain:bus:device.function, as sysfs names PCI functions (lower-case hex)
+PCI_ADDRESS_PATTERN = r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]"
+
 _NETWORK_CLASS = "02"
 _VIRTFN = re.compile(r"^virtfn(\d+)$")
-_PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+_PCI_ADDRESS = re.compile(f"^{PCI_ADDRESS_PATTERN}$")
+_HEX = re.compile(r"[0-9a-fA-F]+")
 
 
 def read_nics(fs: SysfsReader, node_ids: Iterable[int]) -> tuple[PciNic, ...]:
@@ -23,7 +27,7 @@ def read_nics(fs: SysfsReader, node_ids: Iterable[int]) -> tuple[PciNic, ...]:
     known_nodes = frozenset(node_ids)
     nics: list[PciNic] = []
     for address in fs.listdir(devices):
-        if not _PCI_ADDRESS.match(address):
+        if not _PCI_ADDRESS.fullmatch(address):
             fs.warn(devices / address, "not a PCI address (expected dddd:bb:dd.f)")
             continue
         pci_class = _hex_id(fs, devices / address / "class")
@@ -39,6 +43,8 @@ def _read_nic(
 ) -> PciNic:
     driver = fs.link_name(path / "driver")
     group = fs.link_name(path / "iommu_group")
+    # Listed once: the netdev fallback and the VF links both look through it.
+    entries = fs.listdir(path)
     return PciNic(
         address=address,
         numa_node=_numa_node(fs, path / "numa_node", known_nodes),
@@ -46,11 +52,11 @@ def _read_nic(
         vendor=_hex_id(fs, path / "vendor") or "",
         device=_hex_id(fs, path / "device") or "",
         pci_class=pci_class,
-        netdev=_netdev(fs, path),
+        netdev=_netdev(fs, path, entries),
         iommu_group=group,
         vfio_device=_vfio_device(fs, group) if driver == VFIO_DRIVER and group else None,
         physfn=fs.link_name(path / "physfn"),
-        vfs=_vfs(fs, path),
+        vfs=_vfs(fs, path, entries),
         sriov_totalvfs=fs.read_int(path / "sriov_totalvfs", required=False) or 0,
     )
 
@@ -61,7 +67,7 @@ def _hex_id(fs: SysfsReader, path: Path) -> str | None:
     if text is None:
         return None
     digits = text[2:] if text[:2].lower() == "0x" else text
-    if not digits or not re.fullmatch(r"[0-9a-fA-F]+", digits):
+    if not _HEX.fullmatch(digits):
         fs.warn(path, f"not a hex id: {text[:40]!r}")
         return None
     return digits.lower()
@@ -78,11 +84,12 @@ def _numa_node(fs: SysfsReader, path: Path, known_nodes: frozenset[int]) -> int 
     return value
 
 
-def _netdev(fs: SysfsReader, path: Path) -> str | None:
+def _netdev(fs: SysfsReader, path: Path, entries: list[str] | None = None) -> str | None:
+    """The interface under ``path``; ``entries`` is ``path``'s listing when already read."""
     names = fs.listdir(path / "net")
     if not names:
         # virtio and some other buses put the netdev one level down: <dev>/virtio0/net/eth0
-        for child in fs.listdir(path):
+        for child in fs.listdir(path) if entries is None else entries:
             if child.startswith("virtio"):
                 names = fs.listdir(path / child / "net")
                 if names:
@@ -96,10 +103,10 @@ def _vfio_device(fs: SysfsReader, group: str) -> str:
     return f"/dev/vfio/noiommu-{group}" if name == "vfio-noiommu" else f"/dev/vfio/{group}"
 
 
-def _vfs(fs: SysfsReader, path: Path) -> tuple[str, ...]:
+def _vfs(fs: SysfsReader, path: Path, entries: list[str]) -> tuple[str, ...]:
     indexed: list[tuple[int, str]] = []
-    for name in fs.listdir(path):
-        match = _VIRTFN.match(name)
+    for name in entries:
+        match = _VIRTFN.fullmatch(name)
         if match:
             target = fs.link_name(path / name)
             if target is not None:

@@ -116,8 +116,8 @@ def is_extended_resource_name(name: str) -> bool:
     if "/" not in name or name.startswith("requests.") or "kubernetes.io/" in name:
         return False
     prefix, _, short = name.partition("/")
-    return (0 < len(prefix) <= 253 and bool(_DNS_SUBDOMAIN.match(prefix))
-            and bool(_QUALIFIED_NAME.match(short)))
+    return (0 < len(prefix) <= 253 and bool(_DNS_SUBDOMAIN.fullmatch(prefix))
+            and bool(_QUALIFIED_NAME.fullmatch(short)))
 
 
 class KubeletStandin:

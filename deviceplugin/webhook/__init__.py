@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     def _stop(signum: int, _frame: FrameType | None) -> None:
         if not stopping.is_set():
             stopping.set()
-            log.info("stopping on signal %d", signum)
+            log.info("stopping signal=%s", signal.Signals(signum).name)
             threading.Thread(target=server.stop, daemon=True).start()
 
     signal.signal(signal.SIGTERM, _stop)

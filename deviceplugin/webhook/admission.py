@@ -79,7 +79,7 @@ def handle(body: bytes, source: NadSource, prefix: str) -> Answer:
     try:
         request = _parse(body)
     except BadReview as exc:
-        log.warning("malformed admission review: %s", exc)
+        log.warning("malformed admission review reason=%s", exc)
         return Answer(400, f"malformed AdmissionReview: {exc}\n".encode(), "text/plain")
     uid = request["uid"]
     kind = _obj(request.get("kind"))

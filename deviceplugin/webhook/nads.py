@@ -122,13 +122,19 @@ class DirectorySource:
         self._nads: dict[tuple[str, str], dict[str, Any]] = {}
         self._reload_if_changed()
 
-    def _files(self) -> list[Path]:
-        return sorted(p for p in self.directory.iterdir()
-                      if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
+    def _files(self) -> tuple[list[Path], tuple[tuple[str, int, int], ...]]:
+        """The manifest files and their (name, mtime, size) stamp, for change detection."""
+        try:
+            files = sorted(p for p in self.directory.iterdir()
+                           if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
+            stats = [p.stat() for p in files]
+        except OSError as exc:  # the directory or a file went away between two calls
+            raise NadLookupError(f"cannot list NAD directory {self.directory}: {exc}") from None
+        return files, tuple((p.name, st.st_mtime_ns, st.st_size)
+                            for p, st in zip(files, stats, strict=True))
 
     def _reload_if_changed(self) -> None:
-        files = self._files()
-        stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        files, stamp = self._files()
         if stamp == self._stamp:
             return
         nads: dict[tuple[str, str], dict[str, Any]] = {}

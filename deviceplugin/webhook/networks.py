@@ -11,10 +11,10 @@ import json
 import re
 from dataclasses import dataclass
 
+from deviceplugin.naming import is_dns_label, is_dns_subdomain
+
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 # Interface names: what Linux accepts, minus the characters that break paths and parsing.
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
@@ -34,14 +34,14 @@ class NetworkSelection:
 
 
 def _checked(namespace: str, name: str, interface: str | None, source: str) -> NetworkSelection:
-    if not _DNS_LABEL.match(namespace):
+    if not is_dns_label(namespace):
         raise NetworkAnnotationError(
             f"{NETWORKS_ANNOTATION}: namespace {namespace!r} in {source!r} is not a DNS label")
-    if not _DNS_SUBDOMAIN.match(name):
+    if not is_dns_subdomain(name):
         raise NetworkAnnotationError(
             f"{NETWORKS_ANNOTATION}: network name {name!r} in {source!r} is not a valid "
             "NetworkAttachmentDefinition name (lower-case letters, digits, '-' and '.')")
-    if interface is not None and not _IFNAME.match(interface):
+    if interface is not None and not _IFNAME.fullmatch(interface):
         raise NetworkAnnotationError(
             f"{NETWORKS_ANNOTATION}: interface {interface!r} in {source!r} is not a valid "
             "interface name (at most 15 letters, digits, '_', '.', '-')")

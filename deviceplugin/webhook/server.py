@@ -68,7 +68,8 @@ class _TLSFiles:
                     log.info("reloaded TLS certificate cert=%s", self.cert)
             except (OSError, ssl.SSLError) as exc:
                 # Mid-rotation: keep serving the old pair, try again later.
-                log.warning("TLS reload failed, keeping the previous certificate: %s", exc)
+                log.warning("TLS reload failed, keeping the previous certificate cert=%s "
+                            "error=%s", self.cert, exc)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -82,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.do_handshake()  # here, in this connection's thread
             super().handle()
         except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
-            log.debug("connection dropped client=%s: %s", self.client_address[0], exc)
+            log.debug("connection dropped client=%s error=%s", self.client_address[0], exc)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         if self.path.split("?", 1)[0] == "/healthz":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -219,3 +220,20 @@ def test_allocations_and_devinfo_survive_an_agent_restart_and_go_at_shutdown(
     harness.agent.stop()
     harness.agent = None
     assert list(harness.devinfo_dir.iterdir()) == []
+
+
+def test_slot_metrics_follow_allocations(make_harness) -> None:
+    harness = make_harness(start=False)
+    harness.metrics_address = "127.0.0.1:0"
+    ready(harness.start())
+    harness.kubelet.allocate(NIC, ["0000:af:00.1"])
+    port = harness.agent.metrics_server.port
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        body = answer.read().decode()
+    for line in ('numanet_slots_total{pool="dpdk-nic",numa_node="1"} 1',
+                 'numanet_slots_used{pool="dpdk-nic",numa_node="1"} 1',
+                 'numanet_slots_total{pool="dpdk-nic",numa_node="0"} 2',
+                 'numanet_slots_used{pool="dpdk-nic",numa_node="0"} 0',
+                 'numanet_slots_total{pool="vhostuser-ovs",numa_node="1"} 4',
+                 'numanet_slots_used{pool="vhostuser-ovs",numa_node="1"} 0'):
+        assert line in body.splitlines(), (line, body)

@@ -172,6 +172,8 @@ POOL_OK = {"name": "p", "kind": "vhost-user", "vswitch": "ovs"}
      "not dpdk-nic"),
     ({"pools": [{"name": "n", "kind": "dpdk-nic", "selectors": {"vendors": ["intel"]}}]},
      "pools[0].selectors.vendors[0]", "4-digit hex PCI ID"),
+    ({"pools": [{"name": "n", "kind": "dpdk-nic", "selectors": {"vendors": ["8086\n"]}}]},
+     "pools[0].selectors.vendors[0]", "4-digit hex PCI ID"),
     ({"pools": [{"name": "n", "kind": "dpdk-nic", "selectors": {"pciAddresses": ["3b:00.1"]}}]},
      "pools[0].selectors.pciAddresses[0]", "full PCI address"),
     ({"pools": [{"name": "n", "kind": "dpdk-nic", "selectors": {"drivers": "vfio-pci"}}]},

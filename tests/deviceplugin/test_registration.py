@@ -121,7 +121,7 @@ def test_registration_without_a_kubelet_fails_fast_and_clearly(tmp_path: Path) -
 @pytest.mark.parametrize(("name", "ok"), [
     ("numanet.io/vhostuser-ovs", True), ("example.com/a_b.c", True), ("gpu", False),
     ("kubernetes.io/x", False), ("requests.numanet.io/x", False), ("Numanet.io/x", False),
-    ("numanet.io/-x", False),
+    ("numanet.io/-x", False), ("numanet.io/x\n", False),
 ])
 def test_extended_resource_names(name: str, ok: bool) -> None:
     assert is_extended_resource_name(name) is ok

@@ -101,14 +101,14 @@ class InMemoryVSwitchDouble(VSwitch):
 def check_device_info(document: dict[str, Any]) -> None:
     """Assert the fields device-info spec 1.1.0 requires (section 3), per type."""
     assert document["type"] in ("pci", "vdpa", "vhost-user", "memif"), document
-    assert isinstance(document["version"], str) and _SEMVER.match(document["version"])
+    assert isinstance(document["version"], str) and _SEMVER.fullmatch(document["version"])
     kind = document["type"]
     body = document[kind]
     assert isinstance(body, dict), document
     if kind == "pci":
-        assert _BDF.match(body["pci-address"]), body
+        assert _BDF.fullmatch(body["pci-address"]), body
         if "pf-pci-address" in body:
-            assert _BDF.match(body["pf-pci-address"]), body
+            assert _BDF.fullmatch(body["pf-pci-address"]), body
     elif kind == "vhost-user":
         assert body["mode"] in ("client", "server"), body
         assert isinstance(body["path"], str) and body["path"].startswith("/"), body
@@ -134,6 +134,7 @@ class AgentHarness:
     cdi: bool = False
     slot_group: int | None = None
     refresh_interval: float = 0.1  # fast for tests; the agent's default is 1 s
+    metrics_address: str = "off"
     agent: Agent | None = None
     kubelet: KubeletStandin | None = None
 
@@ -169,7 +170,7 @@ class AgentHarness:
         return AgentOptions(
             config_path=self.config_path, kubelet_dir=self.kubelet_dir, run_dir=self.run_dir,
             sysfs=Path(self.sysfs.root), devinfo_dir=self.devinfo_dir,
-            cdi_dir=self.cdi_dir if self.cdi else None, metrics_address="off",
+            cdi_dir=self.cdi_dir if self.cdi else None, metrics_address=self.metrics_address,
             slot_group=self.slot_group,
             refresh_interval=self.refresh_interval, udev=False, vswitch_factory=self._factory,
         )
@@ -191,9 +192,7 @@ class AgentHarness:
             self.write_config(self.config_text.replace("@HUGEPAGES@", str(self.hugepages_dir)))
         if kubelet_first:
             self.kubelet = KubeletStandin(self.plugin_dir).start()
-        self.agent = Agent(self.options())
-        self.agent.vswitch_monitor.interval = 0.1
-        self.agent.start()
+        self._start_agent()
         if not kubelet_first:
             self.kubelet = KubeletStandin(self.plugin_dir).start()
         return self
@@ -209,8 +208,11 @@ class AgentHarness:
     def restart_agent(self) -> None:
         assert self.agent is not None
         self.agent.stop()
+        self._start_agent()
+
+    def _start_agent(self) -> None:
         self.agent = Agent(self.options())
-        self.agent.vswitch_monitor.interval = 0.1
+        self.agent.vswitch_monitor.interval = 0.1  # probe as fast as the refresher runs
         self.agent.start()
 
     def wait_devices(self, resource: str, predicate: Callable[[dict[str, Any]], bool],

@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from numa import format_cpulist
+
 GiB_KB = 1024 * 1024
 HUGE_2M = 2048
 HUGE_1G = 1048576
@@ -300,19 +302,6 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
-def _cpulist(cpus: Iterable[int]) -> str:
-    ordered = sorted(cpus)
-    parts: list[str] = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
-
-
 def _cpumap(cpus: Iterable[int], ncpus: int) -> str:
     """Kernel style: 32-bit words, most significant first, comma separated."""
     value = 0
@@ -326,7 +315,7 @@ def _write_cpus(root: Path, nodes: Sequence[NodeSpec], numa: bool) -> None:
     cpu_root = root / "devices" / "system" / "cpu"
     all_cpus = sorted(set().union(*(n.cpus for n in nodes)) if nodes else set())
     for name in ("online", "present", "possible"):
-        _write(cpu_root / name, _cpulist(all_cpus))
+        _write(cpu_root / name, format_cpulist(all_cpus))
     for node in nodes:
         for cpu in node.cpus:
             cpu_dir = cpu_root / f"cpu{cpu}"
@@ -341,13 +330,13 @@ def _write_cpus(root: Path, nodes: Sequence[NodeSpec], numa: bool) -> None:
 def _write_nodes(root: Path, nodes: Sequence[NodeSpec]) -> None:
     node_root = root / "devices" / "system" / "node"
     ids = [n.id for n in nodes]
-    _write(node_root / "online", _cpulist(ids))
-    _write(node_root / "possible", _cpulist(ids))
-    _write(node_root / "has_cpu", _cpulist(n.id for n in nodes if n.cpus))
+    _write(node_root / "online", format_cpulist(ids))
+    _write(node_root / "possible", format_cpulist(ids))
+    _write(node_root / "has_cpu", format_cpulist(n.id for n in nodes if n.cpus))
     ncpus = max((max(n.cpus) + 1 for n in nodes if n.cpus), default=1)
     for node in nodes:
         node_dir = node_root / f"node{node.id}"
-        _write(node_dir / "cpulist", _cpulist(node.cpus))
+        _write(node_dir / "cpulist", format_cpulist(node.cpus))
         _write(node_dir / "cpumap", _cpumap(node.cpus, ncpus))
         used = node.mem_total_kb - node.mem_free_kb
         _write(node_dir / "meminfo", "\n".join([

@@ -95,6 +95,8 @@ def test_wrong_labels_and_bad_names_are_refused_with_the_reason():
         c.inc(-1, pool="a")
     with pytest.raises(ValueError, match="not a valid Prometheus name"):
         reg.gauge("bad-name", "x")
+    with pytest.raises(ValueError, match="not a valid Prometheus name"):
+        reg.gauge("t_line\n", "x")
     with pytest.raises(ValueError, match="already registered differently"):
         reg.gauge("t_total", "x", ("pool",))
     assert reg.counter("t_total", "x", ("pool",)) is c  # same shape: the same metric back

@@ -64,7 +64,8 @@ def test_parse_cpumask(text: str, expected: set[int]) -> None:
     assert parse_cpumask(text) == frozenset(expected)
 
 
-@pytest.mark.parametrize("text", ["", "0x", "xyz", "0x-1", "ff,", ",ff", "1,123456789", "0-3"])
+@pytest.mark.parametrize(
+    "text", ["", "0x", "xyz", "0x-1", "ff,", ",ff", "1,123456789", "0-3", "ff\n,ff"])
 def test_parse_cpumask_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="cpumask"):
         parse_cpumask(text)

@@ -216,6 +216,18 @@ def test_hugepage_changes_are_seen(tmp_path: Path) -> None:
     assert int(global_2m) == 1024 + 2048
 
 
+def test_nodes_only_discovery_leaves_the_pci_bus_alone(tmp_path: Path) -> None:
+    fake = two_nodes(tmp_path)
+    fake.path("bus/pci/devices/0000:af:00.0/numa_node").write_text("banana\n")
+    full = numa.discover(fake)
+    nodes_only = numa.discover(fake, nics=False)
+    assert nodes_only.nodes == full.nodes
+    assert nodes_only.nics == ()
+    # The NIC's odd numa_node is only seen when the NICs are read.
+    assert len(full.warnings) == 1 and nodes_only.warnings == ()
+    assert numa.cpus_to_nodes(numa.parse_cpulist("3,12"), nodes_only) == {0, 1}
+
+
 def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NotADirectoryError, match="not a directory.*normally /sys"):
         numa.discover(tmp_path / "nope")

@@ -179,6 +179,8 @@ def test_other_kinds_and_operations_are_allowed_without_looking(client: Client):
     ("[{broken", "looks like JSON but does not parse"),
     ('{"name": "x"}', "the JSON form must be a list"),
     ("vhostuser-ovs@" + "x" * 16, "is not a valid interface name"),
+    ('[{"name": "vhostuser-ovs\\n"}]', "not a valid NetworkAttachmentDefinition name"),
+    ('[{"name": "vhostuser-ovs", "interface": "net1\\n"}]', "is not a valid interface name"),
 ])
 def test_unreadable_networks_annotation_is_refused_with_the_reason(client: Client, networks,
                                                                    message):

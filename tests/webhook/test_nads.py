@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import ssl
 import threading
@@ -154,6 +155,10 @@ def test_directory_source_reloads_and_reports_bad_files(tmp_path):
         source.lookup("default", "a")
     (directory / "c.yaml").write_text("key: [unclosed\n")
     with pytest.raises(NadLookupError, match="cannot read NAD file .*c.yaml"):
+        source.lookup("default", "a")
+    # A directory that vanishes (a ConfigMap volume being swapped) is a lookup error too.
+    shutil.rmtree(directory)
+    with pytest.raises(NadLookupError, match="cannot list NAD directory"):
         source.lookup("default", "a")
     with pytest.raises(NadLookupError, match="does not exist"):
         DirectorySource(tmp_path / "missing")
