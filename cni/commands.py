@@ -18,7 +18,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from cni import errors
 from cni.container_config import (
@@ -33,7 +32,6 @@ from cni.context import Allocations, Context, PodResources
 from cni.errors import CniError
 from cni.lookups import (
     check_netns,
-    describe,
     device_id_of,
     find_port,
     find_slot,
@@ -43,19 +41,20 @@ from cni.lookups import (
     owner_matches,
     pod_identity,
     port_spec,
+    required_device_id,
     vswitch_address,
     vswitch_error,
     vswitch_for,
 )
 from cni.mac import normalize_mac, stable_mac
 from cni.netconf import SUPPORTED_VERSIONS, NetConf, cni_version_of, parse_netconf
-from cni.records import AttachmentRecord
+from cni.records import AttachmentRecord, describe
 from cni.replay import replay
 from cni.request import CniRequest
 from cni.result import Interface, IpamResult, parse_dns, parse_result, render_result
 from cni.teardown import record_netconf, remove_unrecorded, take_over, teardown
 from deviceplugin.slots import Slot
-from vswitch.api import Owner, PluggedPort, VSwitch, VSwitchError
+from vswitch.api import PluggedPort, VSwitch, VSwitchError
 
 __all__ = ["Allocations", "Context", "PodResources", "VERBS", "add", "check", "delete", "gc",
            "replay", "status", "version"]
@@ -70,39 +69,24 @@ def add(req: CniRequest, ctx: Context) -> str:
     conf = parse_netconf(req.stdin, "ADD")
     namespace, name = pod_identity(req)
     check_netns(req.netns)
-    device_id = device_id_of(conf, required=True)
-    assert device_id is not None
+    device_id = required_device_id(conf)
     slot = find_slot(ctx, conf, device_id)
     backend = vswitch_for(ctx, slot)
-    if conf.mac:
-        mac = normalize_mac(conf.mac, "runtimeConfig.mac")
-    elif req.args.mac:
-        mac = normalize_mac(req.args.mac, "CNI_ARGS MAC", errors.INVALID_ENVIRONMENT)
-    else:
-        mac = stable_mac(device_id, req.container_id)
+    mac = _mac(conf, req, device_id)
     devinfo = devinfo_file(conf.device_info_file, ctx.devinfo_root) \
         if conf.device_info_file else None
-    pod = f"{namespace}/{name}"
-    what = describe(device_id, pod, req.container_id, req.ifname)
-    if conf.ipam_type:
-        ctx.ipam.find(conf.ipam_type, req.path)  # refuse a missing plugin before any change
-    elif is_ip_mode(slot):
-        raise CniError(errors.INVALID_NETWORK_CONFIG,
-                       f"device {device_id} is a memif in mode ip, and the network {conf.name} "
-                       "has no ipam section",
-                       "a routed memif needs the container's address and a gateway, which the "
-                       "vSwitch takes as its side of the link: add an ipam section (e.g. "
-                       "host-local with a subnet)")
+    _check_ipam(ctx, req, conf, slot)
     ctx.pod_resources.check_allocated(namespace, name, slot.resource, device_id)
+    record = AttachmentRecord(
+        device_id=device_id, network=conf.name, container_id=req.container_id,
+        ifname=req.ifname, pod_namespace=namespace, pod_name=name, netns=req.netns,
+        cni_path=req.path, cni_args=req.args.raw, mac=mac,
+        device_info_file=str(devinfo) if devinfo else None,
+        netconf={k: v for k, v in conf.raw.items() if k != "prevResult"})
+    what = record.what
 
     with ctx.locks.hold(device_id):
         take_over(ctx, req, device_id, what)
-        stored = {k: v for k, v in conf.raw.items() if k != "prevResult"}
-        record = AttachmentRecord(
-            device_id=device_id, network=conf.name, container_id=req.container_id,
-            ifname=req.ifname, pod_namespace=namespace, pod_name=name, netns=req.netns,
-            cni_path=req.path, cni_args=req.args.raw, mac=mac,
-            device_info_file=str(devinfo) if devinfo else None, netconf=stored)
         try:
             ctx.records.put(record)
         except OSError as exc:
@@ -110,8 +94,8 @@ def add(req: CniRequest, ctx: Context) -> str:
                            f"check that {ctx.records.dir} is writable by the agent") from None
         done: set[str] = set()
         try:
-            ipam, address = _plug_and_address(ctx, req, conf, slot, backend, mac, devinfo,
-                                              what, done)
+            ipam, address = _plug_and_address(ctx, req, conf, slot, backend, record, devinfo,
+                                              done)
             ctx.records.put(replace(record, state="added", vswitch_address=address))
         except BaseException as exc:
             # An IPAM ADD that failed cleaned up after itself (the spec asks plugins to);
@@ -134,11 +118,34 @@ def add(req: CniRequest, ctx: Context) -> str:
         socket_path=str(slot.container_socket) if slot.kind != "dpdk-nic" else None,
         pci_id=(slot.pci_address or slot.device_id) if slot.kind == "dpdk-nic" else None,
         mtu=conf.mtu)
-    return _dumps(render_result(conf.cni_version, (iface,), ipam))
+    return json.dumps(render_result(conf.cni_version, (iface,), ipam))
+
+
+def _mac(conf: NetConf, req: CniRequest, device_id: str) -> str:
+    """runtimeConfig.mac (the "mac" capability), else CNI_ARGS MAC, else a stable one."""
+    if conf.mac:
+        return normalize_mac(conf.mac, "runtimeConfig.mac")
+    if req.args.mac:
+        return normalize_mac(req.args.mac, "CNI_ARGS MAC", errors.INVALID_ENVIRONMENT)
+    return stable_mac(device_id, req.container_id)
+
+
+def _check_ipam(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot) -> None:
+    """Refuse before any change: an IPAM plugin missing from CNI_PATH, or a routed memif
+    without IPAM."""
+    if conf.ipam_type:
+        ctx.ipam.find(conf.ipam_type, req.path)
+    elif is_ip_mode(slot):
+        raise CniError(errors.INVALID_NETWORK_CONFIG,
+                       f"device {slot.device_id} is a memif in mode ip, and the network "
+                       f"{conf.name} has no ipam section",
+                       "a routed memif needs the container's address and a gateway, which the "
+                       "vSwitch takes as its side of the link: add an ipam section (e.g. "
+                       "host-local with a subnet)")
 
 
 def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
-                      backend: VSwitch | None, mac: str, devinfo: Path | None, what: str,
+                      backend: VSwitch | None, record: AttachmentRecord, devinfo: Path | None,
                       done: set[str]) -> tuple[IpamResult, str | None]:
     """Plug the port in this thread while a worker runs IPAM ADD and writes the
     device-info file: the two are independent, and the plug mostly waits for
@@ -159,12 +166,11 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
             write_devinfo(devinfo, slot)
         return result
 
-    owner = Owner(req.args.pod_namespace or "", req.args.pod_name or "", req.container_id,
-                  req.ifname)
+    owner, mac = record.owner, record.mac
     plugged: PluggedPort | None = None
     if is_ip_mode(slot):
         result = address()
-        own_ip, vswitch_side = vswitch_address(result, what)
+        own_ip, vswitch_side = vswitch_address(result, record.what)
         if backend is not None:
             plugged = backend.plug(port_spec(backend, slot, conf, owner, mac, vswitch_side))
         peer = vswitch_side.partition("/")[0]
@@ -201,7 +207,7 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
 
 def delete(req: CniRequest, ctx: Context) -> str:
     conf = parse_netconf(req.stdin, "DEL")
-    device_id = device_id_of(conf, required=False)
+    device_id = device_id_of(conf)
     record = ctx.records.get(device_id) if device_id else None
     mine = record if record is not None and record.same_attachment(req.container_id,
                                                                    req.ifname) else None
@@ -213,9 +219,7 @@ def delete(req: CniRequest, ctx: Context) -> str:
             device_id = mine.device_id
         elif device_id is None:
             device_id = _device_of_port(ctx, req)
-    # A runtime may DEL without CNI_ARGS; the record still knows whose attachment it is.
-    pod = mine.pod if mine is not None and req.args.pod == "-" else req.args.pod
-    what = describe(device_id, pod, req.container_id, req.ifname)
+    what = describe(device_id, _pod_of(req, mine), req.container_id, req.ifname)
     failures: list[CniError] = []
     released = False
     if device_id is not None:
@@ -244,6 +248,12 @@ def delete(req: CniRequest, ctx: Context) -> str:
     return ""
 
 
+def _pod_of(req: CniRequest, record: AttachmentRecord | None) -> str:
+    """The pod the runtime names; a runtime may leave CNI_ARGS out (DEL), and then the
+    attachment's record still knows whose it is."""
+    return record.pod if record is not None and req.args.pod == "-" else req.args.pod
+
+
 def _device_of_port(ctx: Context, req: CniRequest) -> str | None:
     for backend in ctx.vswitches.values():
         try:
@@ -266,13 +276,12 @@ def check(req: CniRequest, ctx: Context) -> str:
     if conf.prev_result is None:
         raise CniError(errors.INVALID_NETWORK_CONFIG, "CHECK without prevResult",
                        "the runtime must pass the result of the ADD as prevResult")
-    device_id = device_id_of(conf, required=False)
+    device_id = device_id_of(conf)
     record = ctx.records.get(device_id) if device_id else \
         ctx.records.find(req.container_id, req.ifname)
     ours = record is not None and record.same_attachment(req.container_id, req.ifname)
     what = describe(record.device_id if record else device_id,
-                    record.pod if record and ours and req.args.pod == "-" else req.args.pod,
-                    req.container_id, req.ifname)
+                    _pod_of(req, record if ours else None), req.container_id, req.ifname)
     if record is None or record.state != "added" or not ours:
         raise CniError(errors.CHECK_FAILED, f"no numanet attachment for {what}",
                        "the attachment was removed or never completed; delete and add the pod's "
@@ -407,14 +416,11 @@ def _release_unheld(ctx: Context) -> None:
 
 
 def version(req: CniRequest, ctx: Context | None = None) -> str:
-    return _dumps({"cniVersion": cni_version_of(req.stdin),
-                   "supportedVersions": list(SUPPORTED_VERSIONS)})
+    return json.dumps({"cniVersion": cni_version_of(req.stdin),
+                       "supportedVersions": list(SUPPORTED_VERSIONS)})
 
 
 VERBS: dict[str, Callable[[CniRequest, Context], str]] = {
     "ADD": add, "DEL": delete, "CHECK": check, "STATUS": status, "GC": gc, "VERSION": version,
 }
 
-
-def _dumps(doc: Any) -> str:
-    return json.dumps(doc)

@@ -99,7 +99,8 @@ def write_container_config(slot: Slot, view: ContainerView) -> Path | None:
     path = config_path(slot)
     if path is None:
         return None
-    _write_doc(path, container_config(slot, view))
+    _write_json(path, container_config(slot, view), "container config",
+                "check that the slot directory exists and the agent can write it")
     return path
 
 
@@ -127,17 +128,19 @@ def refresh_container_config(slot: Slot, queues: int | None) -> bool:
         wanted["queues"] = queues
     if wanted == current:
         return False
-    _write_doc(path, wanted)
+    _write_json(path, wanted, "container config",
+                "check that the slot directory exists and the agent can write it")
     return True
 
 
-def _write_doc(path: Path, doc: dict[str, Any]) -> None:
+def _write_json(path: Path, doc: dict[str, Any], what: str, hint: str) -> None:
+    """Write atomically, 0644: the container may run as any user."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(doc, indent=2).encode() + b"\n", mode=0o644)
     except OSError as exc:
-        raise CniError(errors.IO_FAILURE, f"cannot write {path}: {exc.strerror}",
-                       "check that the slot directory exists and the agent can write it") from None
+        raise CniError(errors.IO_FAILURE, f"cannot write {what} {path}: {exc.strerror}",
+                       hint) from None
 
 
 def remove_file(path: Path | None) -> None:
@@ -153,12 +156,13 @@ def devinfo_file(requested: str, root: Path = DEVINFO_ROOT) -> Path:
     """The CNIDeviceInfoFile path, refused unless it is a .json file in ``<root>/cni``."""
     path = Path(requested)
     allowed = Path(root) / CNI_DEVINFO_SUBDIR
+    # Length and NUL first: realpath() raises on a NUL, and need not resolve a huge path.
+    plain = len(requested) <= 4096 and "\0" not in requested
     real_root = Path(os.path.realpath(allowed))
-    real_parent = Path(os.path.realpath(path.parent)) if path.is_absolute() else None
+    real_parent = Path(os.path.realpath(path.parent)) if plain and path.is_absolute() else None
     inside = real_parent is not None and (real_parent == real_root
                                           or real_root in real_parent.parents)
-    if not inside or ".." in path.parts or not path.name.endswith(".json") \
-            or len(requested) > 4096:
+    if not inside or ".." in path.parts or not path.name.endswith(".json"):
         raise CniError(errors.INVALID_NETWORK_CONFIG,
                        f"runtimeConfig.CNIDeviceInfoFile {requested[:120]!r} is not a .json file "
                        f"under {allowed}",
@@ -168,10 +172,5 @@ def devinfo_file(requested: str, root: Path = DEVINFO_ROOT) -> Path:
 
 
 def write_devinfo(path: Path, slot: Slot) -> Path:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(device_info(slot), indent=2).encode() + b"\n", mode=0o644)
-    except OSError as exc:
-        raise CniError(errors.IO_FAILURE, f"cannot write device-info file {path}: {exc.strerror}",
-                       "check the device-info directory") from None
+    _write_json(path, device_info(slot), "device-info file", "check the device-info directory")
     return path

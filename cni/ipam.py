@@ -9,7 +9,6 @@ that version, and its result is read back version-free (``cni.result``).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import threading
@@ -22,8 +21,6 @@ from cni.errors import CniError
 from cni.netconf import SUPPORTED_VERSIONS, NetConf, version_tuple
 from cni.request import CniRequest
 from cni.result import IpamResult, parse_result, render_result
-
-log = logging.getLogger(__name__)
 
 _PLUGIN_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

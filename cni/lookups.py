@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import os
+import stat
 
 from cni import errors
 from cni.context import Context
@@ -29,10 +30,6 @@ _NS_GET_NSTYPE = 0xB703  # ioctl: which namespace type an nsfs file is
 _CLONE_NEWNET = 0x40000000
 
 
-def describe(device_id: str | None, pod: str, container_id: str, ifname: str) -> str:
-    return f"device_id={device_id or '-'} pod={pod} container={container_id[:12]} ifname={ifname}"
-
-
 def pod_identity(req: CniRequest) -> tuple[str, str]:
     if not req.args.pod_namespace or not req.args.pod_name:
         raise CniError(errors.INVALID_ENVIRONMENT,
@@ -44,8 +41,14 @@ def pod_identity(req: CniRequest) -> tuple[str, str]:
 
 def check_netns(path: str) -> None:
     """The container's network namespace must exist and be one (nsfs, type net)."""
+    not_netns = CniError(errors.INVALID_ENVIRONMENT, f"CNI_NETNS {path} is not a network namespace",
+                         "pass /proc/<pid>/ns/net or a bind mount of it (/var/run/netns/<name>)")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # An nsfs file is a regular file; anything else is refused before it is opened, as
+        # opening a FIFO would block this call and opening a device may act on it.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise not_netns
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise CniError(errors.UNKNOWN_CONTAINER, f"network namespace {path} does not exist",
                        "the container is gone, or the runtime passed a wrong CNI_NETNS") from None
@@ -59,20 +62,25 @@ def check_netns(path: str) -> None:
     finally:
         os.close(fd)
     if nstype != _CLONE_NEWNET:
-        raise CniError(errors.INVALID_ENVIRONMENT,
-                       f"CNI_NETNS {path} is not a network namespace",
-                       "pass /proc/<pid>/ns/net or a bind mount of it (/var/run/netns/<name>)")
+        raise not_netns
 
 
-def device_id_of(conf: NetConf, required: bool) -> str | None:
+def required_device_id(conf: NetConf) -> str:
+    """The config's device ID, checked; ADD cannot do without one."""
+    device_id = device_id_of(conf)
+    if device_id is None:
+        raise CniError(errors.INVALID_NETWORK_CONFIG,
+                       "no deviceID in the network configuration",
+                       "the pod must request the numanet resource and the "
+                       "NetworkAttachmentDefinition must carry the "
+                       "k8s.v1.cni.cncf.io/resourceName annotation, so that Multus passes "
+                       "the allocated deviceID")
+    return device_id
+
+
+def device_id_of(conf: NetConf) -> str | None:
+    """The config's device ID, checked before it names a file or a port; None if none."""
     if conf.device_id is None:
-        if required:
-            raise CniError(errors.INVALID_NETWORK_CONFIG,
-                           "no deviceID in the network configuration",
-                           "the pod must request the numanet resource and the "
-                           "NetworkAttachmentDefinition must carry the "
-                           "k8s.v1.cni.cncf.io/resourceName annotation, so that Multus passes "
-                           "the allocated deviceID")
         return None
     try:
         return naming.validate_device_id(conf.device_id)
@@ -135,7 +143,7 @@ def port_spec(backend: VSwitch, slot: Slot, conf: NetConf, owner: Owner,
     return PortSpec(
         device_id=slot.device_id, kind=slot.kind,  # type: ignore[arg-type]
         container_role=slot.container_role or "", socket_path=str(slot.host_socket),
-        network=network_for(backend, conf), owner=owner, mac=mac, mtu=conf.mtu, vlan=conf.vlan,
+        network=_network_for(backend, conf), owner=owner, mac=mac, mtu=conf.mtu, vlan=conf.vlan,
         memif_mode=slot.memif_mode or "ethernet", memif_id=0,
         ring_size=slot.ring_size if memif else None,
         buffer_size=slot.buffer_size if memif else None,
@@ -175,7 +183,7 @@ def vswitch_address(ipam: IpamResult, what: str) -> tuple[IpConfig, str]:
                    "ipam.ranges[].gateway (host-local's default is the subnet's first address)")
 
 
-def network_for(backend: VSwitch, conf: NetConf) -> str:
+def _network_for(backend: VSwitch, conf: NetConf) -> str:
     """OVS: the config's bridge, else the backend's own (config.yaml's vswitches.ovs.bridge).
     VPP: one bridge domain per numanet network, named after it."""
     if conf.bridge:

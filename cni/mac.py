@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from cni import errors
 from cni.errors import CniError
+
+# Six colon-separated hex pairs, as runtimeConfig.mac and CNI_ARGS MAC must be written.
+MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
 
 def stable_mac(device_id: str, container_id: str) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 
 from cni import errors
 from cni.errors import CniError
+from cni.mac import MAC
+from deviceplugin import naming
 
 PLUGIN_TYPE = "numanet"
 SPEC_VERSION = "1.1.0"
@@ -23,11 +25,9 @@ SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 MAX_CONFIG_BYTES = 1 << 20
 
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,252}$")
-_POOL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _RESOURCE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _BRIDGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,14}$")
 _PLUGIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-_MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
 _KNOWN_KEYS = frozenset({
     # spec
@@ -64,9 +64,6 @@ class NetConf:
     dns: dict[str, Any] | None = None
     valid_attachments: tuple[Attachment, ...] | None = None  # GC only
     raw: dict[str, Any] = field(default_factory=dict)  # the whole document, for IPAM
-
-    def at_least(self, version: str) -> bool:
-        return version_tuple(self.cni_version) >= version_tuple(version)
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -179,7 +176,7 @@ def parse_netconf(stdin: bytes, command: str) -> NetConf:
     doc = decode(stdin)
     version = _version(doc, command)
     name = _typed(doc, "name", str)
-    if not name or not _NETWORK_NAME.match(name):
+    if not name or not _NETWORK_NAME.fullmatch(name):
         raise _bad(f"name {name!r} is missing or not a valid network name",
                    "start with a letter or digit; use letters, digits, '_', '.', '-'")
     plugin_type = _typed(doc, "type", str)
@@ -199,19 +196,19 @@ def parse_netconf(stdin: bytes, command: str) -> NetConf:
     ipam_type = None
     if ipam:
         ipam_type = _typed(ipam, "type", str, "ipam.")
-        if not ipam_type or not _PLUGIN_NAME.match(ipam_type):
+        if not ipam_type or not _PLUGIN_NAME.fullmatch(ipam_type):
             raise _bad(f"ipam.type {ipam_type!r} is missing or not a plugin name",
                        "name an IPAM plugin found in CNI_PATH, e.g. \"host-local\"")
 
     pool = _typed(doc, "pool", str)
-    if pool is not None and not _POOL.match(pool):
+    if pool is not None and not naming.is_dns_label(pool):
         raise _bad(f"pool {pool[:80]!r} is not a pool name", "pool names are DNS labels")
     resource_name = _typed(doc, "resourceName", str)
-    if resource_name is not None and not _RESOURCE.match(resource_name):
+    if resource_name is not None and not _RESOURCE.fullmatch(resource_name):
         raise _bad(f"resourceName {resource_name[:80]!r} is not <prefix>/<pool>",
                    "e.g. numanet.io/vhostuser-ovs")
     bridge = _typed(doc, "bridge", str)
-    if bridge is not None and not _BRIDGE.match(bridge):
+    if bridge is not None and not _BRIDGE.fullmatch(bridge):
         raise _bad(f"bridge {bridge[:80]!r} is not a bridge name",
                    "1 to 15 letters, digits, '_', '.', '-'")
     mtu = _typed(doc, "mtu", int)
@@ -228,7 +225,7 @@ def parse_netconf(stdin: bytes, command: str) -> NetConf:
         raise _bad(f"deviceID {top_device!r} and runtimeConfig.deviceID {runtime_device!r} differ",
                    "pass one device ID (Multus sets it from the pod's allocated resource)")
     mac = runtime.get("mac")
-    if mac is not None and not _MAC.match(mac):
+    if mac is not None and not MAC.fullmatch(mac):
         raise _bad(f"runtimeConfig.mac {mac[:40]!r} is not a MAC address",
                    "write it as six hex pairs, e.g. 02:00:00:00:00:01")
     prev = _typed(doc, "prevResult", dict)

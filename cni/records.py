@@ -19,10 +19,16 @@ from typing import Any
 
 from deviceplugin import naming
 from deviceplugin.fileio import write_atomic
+from vswitch.api import Owner
 
 log = logging.getLogger(__name__)
 
 RECORDS_DIR = "cni"
+
+
+def describe(device_id: str | None, pod: str, container_id: str, ifname: str) -> str:
+    """The key=value words that name one attachment in every log line and error about it."""
+    return f"device_id={device_id or '-'} pod={pod} container={container_id[:12]} ifname={ifname}"
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,17 @@ class AttachmentRecord:
     netconf: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def owner(self) -> Owner:
+        """Whose port this is, as the vSwitch tags it."""
+        return Owner(self.pod_namespace, self.pod_name, self.container_id, self.ifname)
+
+    @property
     def pod(self) -> str:
-        return f"{self.pod_namespace}/{self.pod_name}" if self.pod_name else "-"
+        return self.owner.pod
+
+    @property
+    def what(self) -> str:
+        return describe(self.device_id, self.pod, self.container_id, self.ifname)
 
     def same_attachment(self, container_id: str, ifname: str) -> bool:
         return self.container_id == container_id and self.ifname == ifname

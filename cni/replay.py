@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from cni.container_config import refresh_container_config
 from cni.context import Context
 from cni.errors import CniError
-from cni.lookups import describe, memif_queues, port_spec
+from cni.lookups import memif_queues, port_spec
 from cni.records import AttachmentRecord
 from cni.request import CniArgs, CniRequest
 from cni.teardown import record_netconf, teardown
 from deviceplugin.slots import Slot
-from vswitch.api import TAG_MEMIF_QUEUES, Owner, VSwitch, VSwitchError, VSwitchUnavailable
+from vswitch.api import TAG_MEMIF_QUEUES, VSwitch, VSwitchError, VSwitchUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def adopt(ctx: Context, vswitch: str) -> Adoption:
             slot = ctx.slots.slot(device_id)
             if record is None or slot is None or slot.vswitch != vswitch:
                 continue
-            what = describe(device_id, record.pod, record.container_id, record.ifname)
+            what = record.what
             try:
                 if _unheld(record, slot, held):
                     _remove(ctx, backend, record)
@@ -112,9 +112,7 @@ def replay(ctx: Context, vswitch: str) -> int:
                 _plug(backend, slot, record)
                 done += 1
             except (VSwitchError, CniError) as exc:
-                log.error("replay failed %s vswitch=%s error=%s",
-                          describe(record.device_id, record.pod, record.container_id,
-                                   record.ifname), vswitch, exc)
+                log.error("replay failed %s vswitch=%s error=%s", record.what, vswitch, exc)
     log.info("replayed ports vswitch=%s count=%d", vswitch, done)
     return done
 
@@ -149,12 +147,10 @@ def _plug(backend: VSwitch, slot: Slot, record: AttachmentRecord) -> None:
     conf = record_netconf(record)
     if conf is None:
         raise VSwitchError(f"the record of {record.device_id} holds no usable network config")
-    owner = Owner(record.pod_namespace, record.pod_name, record.container_id, record.ifname)
-    plugged = backend.plug(port_spec(backend, slot, conf, owner, record.mac,
+    plugged = backend.plug(port_spec(backend, slot, conf, record.owner, record.mac,
                                      record.vswitch_address))
     if slot.kind == "memif" and refresh_container_config(slot, memif_queues(plugged)):
-        log.info("container config rewritten %s queues=%s",
-                 describe(record.device_id, record.pod, record.container_id, record.ifname),
+        log.info("container config rewritten %s queues=%s", record.what,
                  plugged.tags.get(TAG_MEMIF_QUEUES, "-"))
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from cni import errors
 from cni.errors import CniError
+from cni.mac import MAC
 
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
 # Variables the spec requires per command (CNI_COMMAND itself is always required).
@@ -34,7 +35,6 @@ _ARG_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _POD_UID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-_MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 _MAX_ARGS = 4096
 _MAX_PATH = 4096
 
@@ -88,7 +88,7 @@ def _invalid(msg: str, details: str) -> CniError:
 
 
 def validate_container_id(value: str, source: str = "CNI_CONTAINERID") -> str:
-    if not _CONTAINER_ID.match(value):
+    if not _CONTAINER_ID.fullmatch(value):
         raise _invalid(
             f"{source} {value[:80]!r} is not a valid container ID",
             "it must start with a letter or digit, continue with letters, digits, '_', '.' "
@@ -132,7 +132,7 @@ def parse_cni_args(raw: str) -> CniArgs:
     values: dict[str, str] = {}
     for pair in (p for p in raw.split(";") if p):
         key, sep, value = pair.partition("=")
-        if not sep or not _ARG_KEY.match(key):
+        if not sep or not _ARG_KEY.fullmatch(key):
             raise _invalid(f"CNI_ARGS item {pair[:80]!r} is not KEY=VALUE",
                            "CNI_ARGS is 'KEY=VALUE' pairs separated by ';', keys alphanumeric")
         if key in values:
@@ -143,7 +143,7 @@ def parse_cni_args(raw: str) -> CniArgs:
         value = values.get(key)
         if value is None:
             return None
-        if len(value) > max_len or not pattern.match(value):
+        if len(value) > max_len or not pattern.fullmatch(value):
             raise _invalid(f"CNI_ARGS {key}={value[:80]!r} is not valid", f"{key} must be {rule}")
         return value
 
@@ -177,7 +177,7 @@ def parse_cni_args(raw: str) -> CniArgs:
                        "a DNS subdomain (lower-case letters, digits, '-', '.', at most 253)", 253),
         pod_uid=check("K8S_POD_UID", _POD_UID, "a pod UID (letters, digits, '-')", 64),
         infra_container_id=infra,
-        mac=check("MAC", _MAC, "a MAC address such as 02:00:00:00:00:01", 17),
+        mac=check("MAC", MAC, "a MAC address such as 02:00:00:00:00:01", 17),
         ips=ips,
         ignore_unknown=ignore_unknown,
         unknown=unknown,

@@ -163,17 +163,17 @@ def parse_result(doc: Any, source: str) -> tuple[tuple[Interface, ...], IpamResu
                                          parse_dns(doc.get("dns"), source))
 
 
-def render_result(version: str, interfaces: tuple[Interface, ...], ipam: IpamResult,
-                  interface_index: int | None = 0) -> dict[str, Any]:
-    """A result document in the shape of ``version``; IPs point at ``interface_index``."""
+def render_result(version: str, interfaces: tuple[Interface, ...],
+                  ipam: IpamResult) -> dict[str, Any]:
+    """A result document in the shape of ``version``; IPs point at the first interface."""
     old = version_tuple(version) < (1, 0, 0)
     ips = []
     for ip in ipam.ips:
         entry = ip.to_json()
         if old:
             entry = {"version": ip.family, **entry}
-        if interface_index is not None and interfaces:
-            entry["interface"] = interface_index
+        if interfaces:
+            entry["interface"] = 0
         ips.append(entry)
     out: dict[str, Any] = {"cniVersion": version}
     if interfaces:
@@ -181,6 +181,5 @@ def render_result(version: str, interfaces: tuple[Interface, ...], ipam: IpamRes
     out["ips"] = ips
     if ipam.routes:
         out["routes"] = [r.to_json(version) for r in ipam.routes]
-    dns = ipam.dns.to_json()
-    out["dns"] = dns
+    out["dns"] = ipam.dns.to_json()
     return out

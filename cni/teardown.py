@@ -13,11 +13,12 @@ from cni import errors
 from cni.container_config import config_path, remove_file
 from cni.context import Context
 from cni.errors import CniError
-from cni.lookups import describe, find_port, owner_allows, owner_matches, vswitch_error
+from cni.lookups import find_port, owner_allows, owner_matches, vswitch_error
 from cni.netconf import NetConf, parse_netconf
 from cni.records import AttachmentRecord
 from cni.request import CniRequest
-from vswitch.api import VSwitchError
+from deviceplugin.slots import Slot
+from vswitch.api import VSwitch, VSwitchError
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +31,9 @@ def teardown(ctx: Context, req: CniRequest, record: AttachmentRecord,
     a failure still knows what is left to do.
     """
     failures: list[CniError] = []
-    what = describe(record.device_id, record.pod, record.container_id, record.ifname)
+    what = record.what
     slot = ctx.slots.slot(record.device_id)
-    backend = ctx.vswitches.get(slot.vswitch or "") if slot and slot.kind != "dpdk-nic" else None
-    if backend is None and slot is None:
-        # The pool left the config; the port may still exist on any vSwitch.
-        candidates = list(ctx.vswitches.values())
-    else:
-        candidates = [backend] if backend is not None else []
-    for switch in candidates:
+    for switch in _switches_holding(ctx, slot):
         try:
             port = find_port(switch, record.device_id, what)
             # The record (read under the device's lock by every caller) says this
@@ -81,9 +76,7 @@ def record_netconf(record: AttachmentRecord) -> NetConf | None:
     try:
         return parse_netconf(json.dumps(record.netconf).encode(), "DEL")
     except CniError as exc:
-        log.warning("stored config unusable %s error=%s",
-                    describe(record.device_id, record.pod, record.container_id, record.ifname),
-                    exc)
+        log.warning("stored config unusable %s error=%s", record.what, exc)
         return None
 
 
@@ -107,15 +100,15 @@ def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> None:
                            f"device {device_id} still holds an earlier attachment that could not "
                            f"be removed: {failures[0]}", "see the agent log; the runtime retries")
         return
-    slot = ctx.slots.slot(device_id)
-    backend = ctx.vswitches.get(slot.vswitch or "") if slot else None
-    port = find_port(backend, device_id, what)
-    if backend is not None and port is not None:
-        log.warning("unrecorded port on device, removing it %s port=%s owner=%s/%s,%s,%s",
-                    what, port.port_name, port.owner.pod_namespace, port.owner.pod_name,
-                    port.owner.container_id[:12], port.owner.ifname)
+    for switch in _switches_holding(ctx, ctx.slots.slot(device_id)):
+        port = find_port(switch, device_id, what)
+        if port is None:
+            continue
+        log.warning("unrecorded port on device, removing it %s port=%s owner=%s,%s,%s",
+                    what, port.port_name, port.owner.pod, port.owner.container_id[:12],
+                    port.owner.ifname)
         try:
-            backend.unplug(device_id)
+            switch.unplug(device_id)
         except VSwitchError as exc:
             raise vswitch_error(exc, f"removal of the stale port of {what}") from None
 
@@ -123,10 +116,7 @@ def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> None:
 def remove_unrecorded(ctx: Context, req: CniRequest, device_id: str, what: str) -> list[CniError]:
     """DEL of an attachment with no record: remove its port only if the port's owner tags
     name this very attachment (another holder's port is never touched)."""
-    slot = ctx.slots.slot(device_id)
-    backend = ctx.vswitches.get(slot.vswitch or "") if slot else None
-    switches = [backend] if backend is not None else list(ctx.vswitches.values())
-    for switch in switches:
+    for switch in _switches_holding(ctx, ctx.slots.slot(device_id)):
         try:
             port = find_port(switch, device_id, what)
             if port is not None and owner_matches(port, req.container_id, req.ifname):
@@ -137,3 +127,13 @@ def remove_unrecorded(ctx: Context, req: CniRequest, device_id: str, what: str) 
         except VSwitchError as exc:
             return [vswitch_error(exc, f"unplug of {what}")]
     return []
+
+
+def _switches_holding(ctx: Context, slot: Slot | None) -> list[VSwitch]:
+    """The vSwitches that may hold a device's port: its slot's own; none for a NIC (it has
+    no port) or for a vSwitch this agent does not run; every one when the slot is no
+    longer known (its pool left the config), as the port may still exist anywhere."""
+    if slot is None:
+        return list(ctx.vswitches.values())
+    backend = ctx.vswitches.get(slot.vswitch or "") if slot.kind != "dpdk-nic" else None
+    return [backend] if backend is not None else []

@@ -42,6 +42,11 @@ class Owner:
     container_id: str = ""
     ifname: str = ""
 
+    @property
+    def pod(self) -> str:
+        """``namespace/name`` for log lines; ``-`` while the owner is not known."""
+        return f"{self.pod_namespace}/{self.pod_name}" if self.pod_name else "-"
+
 
 @dataclass(frozen=True)
 class PortSpec:

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if args.seconds <= 0 or args.seconds > 3600:
         print("numanet demo: --seconds must be between 0 and 3600", file=sys.stderr)
         return 2
-    kinds = (args.pods.split(",")[0], args.pods.split(",")[1])
+    first, second = args.pods.split(",")
+    kinds = (first, second)
     options = scenario.Options(
         seconds=args.seconds, json=args.json, directory=args.dir.absolute(),
         install=args.install, testpmd=args.testpmd, cni_bin_dir=args.cni_bin_dir,

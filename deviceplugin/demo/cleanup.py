@@ -158,20 +158,12 @@ def _classify(holders: list[procs.Holder], journal: Journal | None) -> tuple[lis
     foreign: list[procs.Holder] = []
     for holder in holders:
         exe = os.path.basename(holder.exe)
-        agent = "deviceplugin.cli" in _cmdline(holder.pid) or exe == "numanet"
+        agent = "deviceplugin.cli" in procs.cmdline(holder.pid) or exe == "numanet"
         if holder.pid in known or exe in _DEMO_PROGRAMS or agent:
             ours.append(holder.pid)
         else:
             foreign.append(holder)
     return ours, foreign
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            errors="replace")
-    except OSError:
-        return ""
 
 
 def _mounts_under(base: Path) -> list[str]:

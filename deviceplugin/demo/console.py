@@ -66,7 +66,6 @@ class Console:
             yield record
         except Exception as exc:
             record.ok = False
-            mark = "FAILED "
             record.detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise
         except BaseException:  # a signal (the demo's Interrupted), not a failure

@@ -50,14 +50,10 @@ def reserve(journal: Journal, mount: Path, pages: int,
         count_file.write_text(f"{target}\n")
         free = int((sysfs_dir / "free_hugepages").read_text())
     except (OSError, ValueError) as exc:
-        give_back(journal.hugepages)
-        journal.hugepages = None
-        journal.save()
+        release(journal)
         return None, f"cannot raise {count_file} ({exc})"
     if free < pages:
-        give_back(journal.hugepages)
-        journal.hugepages = None
-        journal.save()
+        release(journal)
         return None, (f"the kernel gave only {free} of {pages} 2 MiB pages (memory is "
                       "fragmented or short)")
     mount.mkdir(mode=0o700, exist_ok=True)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deviceplugin import naming
+from deviceplugin.demo.testpmd import DPDK_RUNTIME_DIR
 
 DEFAULT_DIR = Path("/run/numanet-demo")
 SUN_PATH_MAX = 107
-DPDK_RUNTIME_DIR = Path("/var/run/dpdk")
 POD_NAMESPACE = "demo"
 POD_NAMES = ("pod-a", "pod-b")
 # The longest device ID the demo config can produce: <pool>-n<999>-<index>.

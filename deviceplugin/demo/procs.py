@@ -85,7 +85,8 @@ def _exe(pid: int) -> str:
         return ""
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
+    """The process's arguments joined by spaces; empty when it is gone."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
             errors="replace")
@@ -126,8 +127,7 @@ def _holds(pid: int, roots: list[str]) -> str | None:
     def inside(text: str) -> bool:
         return any(text.startswith(root) or text + "/" in roots for root in roots)
 
-    cmdline = _cmdline(pid)
-    for word in cmdline.split():
+    for word in cmdline(pid).split():
         # --option=/path and unix:/path both count.
         for candidate in (word, word.partition("=")[2], word.partition(":")[2]):
             if candidate and inside(candidate):

@@ -37,10 +37,10 @@ from deviceplugin.demo import (
 )
 from deviceplugin.demo.console import Console
 from deviceplugin.demo.journal import Journal
-from deviceplugin.demo.layout import POD_NAMES, POD_NAMESPACE, Layout
+from deviceplugin.demo.layout import DEFAULT_DIR, POD_NAMES, POD_NAMESPACE, Layout
 from deviceplugin.demo.pods import Pod
 from deviceplugin.demo.report import Report
-from deviceplugin.demo.testpmd import Port, Settings, Testpmd
+from deviceplugin.demo.testpmd import BINARY, DPDK_RUNTIME_DIR, Port, Settings, Testpmd
 from deviceplugin.kubelet_standin.kubelet import KubeletStandin
 from deviceplugin.kubelet_standin.podresources import PodResourcesStandIn
 from deviceplugin.status_file import status_path
@@ -77,9 +77,9 @@ class Interrupted(BaseException):
 class Options:
     seconds: float = 5.0
     json: bool = False
-    directory: Path = Path("/run/numanet-demo")
+    directory: Path = DEFAULT_DIR
     install: bool = False
-    testpmd: str = "dpdk-testpmd"
+    testpmd: str = BINARY
     cni_bin_dir: Path = Path("/usr/lib/cni")
     hugepages: int = HUGEPAGES  # 0: run without (--no-huge)
     # Interface kind of pod-a and pod-b. A memif pod on OVS must open as many queue pairs
@@ -369,7 +369,7 @@ class Demo:
                     hugepage_dir=huge, memory_mb=TESTPMD_MEMORY_MB,
                     eth_peer=peer.interface.mac if peer and peer.interface else None,
                     netns=pod.netns, binary=self.tools.testpmd)
-                self.journal.add(dpdk_dir=str(Path("/var/run/dpdk") / settings.file_prefix))
+                self.journal.add(dpdk_dir=str(DPDK_RUNTIME_DIR / settings.file_prefix))
                 app = Testpmd.for_pod(settings, self.layout.log_dir / f"testpmd-{pod.name}.log")
                 self.apps[pod.name] = app
                 pid = app.launch()

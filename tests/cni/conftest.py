@@ -9,17 +9,15 @@ directory as the device plugin does.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.cni_shim import CNI_BIN, CniCall, leases, require_host_local, run_shim
 from helpers.netns import NetNS, netns
 from helpers.ovs import private_ovs, rows, short_tmpdir, unique_bridge
 
@@ -32,11 +30,10 @@ from deviceplugin.state import AllocationStore
 from vswitch.api import VSwitchError
 from vswitch.ovs.backend import OvsVSwitch
 from vswitch.ovs.private import PrivateOvs
+from vswitch.vpp.backend import VppVSwitch
 
 __all__ = ["private_ovs"]
 
-SHIM = Path(sys.executable).with_name("numanet-cni")
-CNI_BIN = "/usr/lib/cni"
 POOLS = {
     # pool -> (kind, container role, memif mode, vSwitch)
     "vhostuser-ovs": ("vhost-user", "server", None, "ovs"),
@@ -56,11 +53,6 @@ POOL_SIZES: dict[str, tuple[int | None, int | None]] = {
 SLOTS_PER_POOL = 32
 NIC_POOL = "dpdk-nic"
 NICS = ("0000:3b:02.0", "0000:3b:02.1")  # VFs as a dpdk-nic pool would list them
-
-
-def require_host_local() -> None:
-    if not os.access(f"{CNI_BIN}/host-local", os.X_OK):
-        pytest.skip("host-local IPAM is missing: apt-get install -y containernetworking-plugins")
 
 
 class StaticSlots:
@@ -100,30 +92,6 @@ class StaticSlots:
 
     def pool_vswitch(self, pool: str) -> str | None:
         return POOLS[pool][3] if pool in POOLS else None
-
-
-def assert_cni_error(call, code: int, *words: str) -> dict:
-    assert call.rc == 1, call.stdout
-    assert "Traceback" not in call.stdout + call.stderr
-    doc = json.loads(call.stdout)
-    assert set(doc) <= {"cniVersion", "code", "msg", "details"}
-    assert doc["code"] == code, doc
-    assert doc["msg"] and doc["cniVersion"]
-    text = doc["msg"] + " " + doc.get("details", "")
-    for word in words:
-        assert word in text, doc
-    return doc
-
-
-@dataclass
-class CniCall:
-    rc: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.stdout) if self.stdout.strip() else None
 
 
 @dataclass
@@ -197,9 +165,7 @@ class CniBed:
         return {k: v for k, v in env.items() if v is not None}
 
     def run(self, env: dict[str, str], stdin: bytes | dict[str, Any]) -> CniCall:
-        data = stdin if isinstance(stdin, bytes) else json.dumps(stdin).encode()
-        done = subprocess.run([str(SHIM)], input=data, env=env, capture_output=True, timeout=60)
-        return CniCall(done.returncode, done.stdout.decode(), done.stderr.decode())
+        return run_shim(env, stdin)
 
     def cni(self, command: str, conf: bytes | dict[str, Any], container_id: str = "",
             ifname: str = "net1", netns_path: str = "",
@@ -223,12 +189,7 @@ class CniBed:
         return [p["name"] for p in rows(self.ovs, "Port") if p["_uuid"] in uuids]
 
     def leases(self) -> list[str]:
-        """host-local's reservations of this network (files named after the IPs)."""
-        directory = self.ipam_dir / self.network
-        if not directory.is_dir():
-            return []
-        return sorted(p.name for p in directory.iterdir()
-                      if p.name not in ("lock",) and not p.name.startswith("last_reserved_ip"))
+        return leases(self.ipam_dir, self.network)
 
     def container_files(self) -> list[Path]:
         return sorted(self.run_dir.glob(f"s/*/{naming.CONTAINER_CONFIG_NAME}"))
@@ -288,6 +249,19 @@ def cni_bed(private_ovs: PrivateOvs, tmp_path: Path) -> Iterator[CniBed]:  # noq
         switch.close()
         private_ovs.vsctl("--if-exists", "del-br", bridge, wait=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def absent_vpp(cni_bed: CniBed) -> Iterator[VppVSwitch]:
+    """The bed's agent also runs a VPP backend whose VPP is absent (the real client,
+    pointed at a socket nothing listens on), as on a node whose VPP is down."""
+    vpp = VppVSwitch(f"{cni_bed.base}/vpp-api.sock")
+    assert not vpp.health().healthy
+    cni_bed.context.vswitches = {"ovs": cni_bed.switch, "vpp": vpp}
+    try:
+        yield vpp
+    finally:
+        vpp.close()
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 from collections.abc import Iterator
 
 import pytest
+from helpers.cni_shim import CNI_BIN, CniCall, assert_cni_error, require_host_local, run_shim
 from helpers.deviceplugin import AgentHarness, short_dir
 from helpers.netns import netns
 from helpers.ovs import private_ovs, unique_bridge
@@ -22,8 +22,6 @@ from deviceplugin.kubelet_standin import ContainerSpec
 from deviceplugin.kubelet_standin.podresources import PodResourcesStandIn
 from vswitch.ovs.backend import OvsVSwitch
 from vswitch.ovs.private import PrivateOvs
-
-from .conftest import CNI_BIN, SHIM, CniCall, assert_cni_error, require_host_local
 
 __all__ = ["private_ovs"]
 pytestmark = pytest.mark.ovs
@@ -70,10 +68,7 @@ def _cni(harness: AgentHarness, command: str, conf: dict, container: str, netns_
            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"}
     if netns_path:
         env["CNI_NETNS"] = netns_path
-    done = subprocess.run([str(SHIM)],
-                          input=json.dumps(conf).encode(), env=env, capture_output=True,
-                          timeout=60)
-    return CniCall(done.returncode, done.stdout.decode(), done.stderr.decode())
+    return run_shim(env, conf)
 
 
 def test_pod_admitted_by_the_kubelet_gets_its_slot_plumbed(node, tmp_path):

@@ -18,7 +18,7 @@ import time
 
 import pytest
 from helpers.ovs import eventually, interface
-from helpers.testpmd import TestPmd, memif, require_testpmd
+from helpers.testpmd import TestPmd, memif, require_testpmd, virtio_user
 
 pytestmark = [pytest.mark.ovs, pytest.mark.datapath]
 
@@ -49,25 +49,34 @@ def _port_counters(bed) -> dict[int, tuple[int, int]]:
             for m in re.finditer(r"port\s+(\d+): rx pkts=(\d+).*?tx pkts=(\d+)", out, re.S)}
 
 
-def test_two_cni_plumbed_slots_pass_packets_both_ways(cni_bed, pod_netns):
-    require_testpmd()
-    devices = [cni_bed.slots.device_id("vhostuser-ovs", i) for i in (0, 1)]
+def _add_two_pods(bed, pool: str, container: str, netns_path: str
+                  ) -> tuple[list[str], list[dict], dict[str, str]]:
+    """Two pods, one slot of ``pool`` each, ADDed: (device IDs, their numanet.json, the
+    slot directory mounts ``host dir -> container dir`` a runtime would make)."""
+    devices = [bed.slots.device_id(pool, i) for i in (0, 1)]
     configs, mounts = [], {}
     for i, device_id in enumerate(devices):
-        slot = cni_bed.allocate("default", f"pod-{i}", device_id)
-        add = cni_bed.cni("ADD", cni_bed.netconf(device_id), f"dp{i}", netns_path=pod_netns.path,
-                          pod=("default", f"pod-{i}"))
+        slot = bed.allocate("default", f"pod-{i}", device_id)
+        add = bed.cni("ADD", bed.netconf(device_id), f"{container}{i}", netns_path=netns_path,
+                      pod=("default", f"pod-{i}"))
         assert add.rc == 0, add.stdout
         config = json.loads((slot.host_dir / "numanet.json").read_text())
-        assert config["mode"] == "server"  # the container creates the socket, OVS connects
         assert config["socketPath"] == add.json["interfaces"][0]["socketPath"]
         configs.append(config)
         mounts[str(slot.host_dir)] = str(slot.container_dir)
+    return devices, configs, mounts
+
+
+def test_two_cni_plumbed_slots_pass_packets_both_ways(cni_bed, pod_netns):
+    require_testpmd()
+    devices, configs, mounts = _add_two_pods(cni_bed, "vhostuser-ovs", "dp", pod_netns.path)
+    # The container creates the socket, OVS connects.
+    assert [c["mode"] for c in configs] == ["server", "server"]
     assert all(not c["socketPath"].startswith(str(cni_bed.base)) for c in configs)
 
     macs = [c["mac"] for c in configs]
-    vdevs = [f"virtio_user{i},path={c['socketPath']},server=1,queues=1,queue_size=256,"
-             f"mac={c['mac']}" for i, c in enumerate(configs)]
+    vdevs = [virtio_user(i, c["socketPath"], server=True) + f",mac={c['mac']}"
+             for i, c in enumerate(configs)]
     pmd = TestPmd(vdevs, forward_mode="mac",
                   extra_args=(f"--eth-peer=0,{macs[1]}", f"--eth-peer=1,{macs[0]}"))
     _in_container_mounts(pmd, mounts)
@@ -107,17 +116,8 @@ def test_memif_slots_tell_the_container_its_queue_count_and_pass_packets(cni_bed
     thread): numanet.json must say so, and a container opening that many queue pairs
     (and no more is needed) gets packets both ways."""
     require_testpmd()
-    devices = [cni_bed.slots.device_id("memif-ovs", i) for i in (0, 1)]
-    configs, mounts = [], {}
-    for i, device_id in enumerate(devices):
-        slot = cni_bed.allocate("default", f"pod-{i}", device_id)
-        add = cni_bed.cni("ADD", cni_bed.netconf(device_id), f"mq{i}", netns_path=pod_netns.path,
-                          pod=("default", f"pod-{i}"))
-        assert add.rc == 0, add.stdout
-        config = json.loads((slot.host_dir / "numanet.json").read_text())
-        assert config["kind"] == "memif" and config["role"] == "slave"
-        configs.append(config)
-        mounts[str(slot.host_dir)] = str(slot.container_dir)
+    devices, configs, mounts = _add_two_pods(cni_bed, "memif-ovs", "mq", pod_netns.path)
+    assert all(c["kind"] == "memif" and c["role"] == "slave" for c in configs)
     # The count is an integer and matches what OVS was configured with, and what the
     # backend tagged the port with.
     expected = _pmd_threads(cni_bed) + 1

@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from helpers.cni_shim import assert_cni_error
 
 from cni import errors
-
-from .conftest import assert_cni_error
 
 pytestmark = pytest.mark.ovs
 
@@ -46,9 +45,19 @@ def test_the_same_id_from_another_pool_or_resource_is_refused(cni_bed, pod_netns
     cni_bed.assert_clean()
 
 
-def _bad_env_cases(netns_path: str) -> list[tuple[str, dict[str, str | None], int, str]]:
+def _bad_env_cases(netns_path: str, fifo: str) -> list[tuple[str, dict[str, str | None], int, str]]:
     pod = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-a"
     return [
+        # A value with a trailing newline is not the value: it would split log lines.
+        ("newline after container", {"CNI_CONTAINERID": "c1\n"}, errors.INVALID_ENVIRONMENT,
+         "container ID"),
+        ("newline after pod name", {"CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-a\n"},
+         errors.INVALID_ENVIRONMENT, "DNS subdomain"),
+        # Refused before it is opened: opening a FIFO would block the call.
+        ("fifo as netns", {"CNI_NETNS": fifo}, errors.INVALID_ENVIRONMENT,
+         "not a network namespace"),
+        ("device as netns", {"CNI_NETNS": "/dev/null"}, errors.INVALID_ENVIRONMENT,
+         "not a network namespace"),
         ("no command", {"CNI_COMMAND": None}, errors.INVALID_ENVIRONMENT, "CNI_COMMAND"),
         ("unknown command", {"CNI_COMMAND": "FROB"}, errors.INVALID_ENVIRONMENT, "FROB"),
         ("no container", {"CNI_CONTAINERID": None}, errors.INVALID_ENVIRONMENT,
@@ -86,7 +95,9 @@ def test_malformed_environments(cni_bed, pod_netns):
     dev = cni_bed.slots.device_id("vhostuser-ovs", 3)
     cni_bed.allocate("default", "pod-a", dev)
     conf = cni_bed.netconf(dev)
-    for name, changes, code, word in _bad_env_cases(pod_netns.path):
+    fifo = cni_bed.base / "fifo"
+    os.mkfifo(fifo)
+    for name, changes, code, word in _bad_env_cases(pod_netns.path, str(fifo)):
         env = cni_bed.env("ADD", "c1", netns_path=pod_netns.path)
         for key, value in changes.items():
             if value is None:
@@ -157,6 +168,17 @@ def _bad_config_cases(bed, dev: str) -> list[tuple[str, bytes | dict, int, str]]
          errors.INVALID_NETWORK_CONFIG, "/cni"),
         ("runtime mac", but(runtimeConfig={"mac": "02:00:00:00:00"}), errors.INVALID_NETWORK_CONFIG,
          "MAC"),
+        ("newline after runtime mac", but(runtimeConfig={"mac": "02:00:00:00:00:01\n"}),
+         errors.INVALID_NETWORK_CONFIG, "MAC"),
+        ("newline after name", but(name="numanet-test\n"), errors.INVALID_NETWORK_CONFIG,
+         "name"),
+        ("newline after bridge", but(bridge=bed.bridge + "\n"), errors.INVALID_NETWORK_CONFIG,
+         "bridge"),
+        ("newline after device ID", but(deviceID=dev + "\n"), errors.INVALID_NETWORK_CONFIG,
+         "neither"),
+        ("NUL in devinfo", but(runtimeConfig={
+            "CNIDeviceInfoFile": f"{bed.devinfo_root}/cni/x\u0000.json"}),
+         errors.INVALID_NETWORK_CONFIG, "CNIDeviceInfoFile"),
         ("prevResult not object", but(prevResult="x"), errors.INVALID_NETWORK_CONFIG, "prevResult"),
     ]
 

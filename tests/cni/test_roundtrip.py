@@ -135,6 +135,19 @@ def test_dpdk_nic_gets_address_and_device_info_without_a_port(cni_bed, pod_netns
     cni_bed.assert_clean()
 
 
+def test_del_of_a_nic_asks_no_vswitch(cni_bed, pod_netns, absent_vpp):
+    """A NIC has no port: its DEL, repeated as runtimes do, succeeds while a vSwitch is
+    down, because no vSwitch is asked about it."""
+    nic = "0000:3b:02.0"
+    cni_bed.allocate("default", "pod-a", nic)
+    conf = cni_bed.netconf(nic, pool="dpdk-nic")
+    assert cni_bed.cni("ADD", conf, "n1", netns_path=pod_netns.path).rc == 0
+    for _ in range(2):  # the second finds no record
+        delete = cni_bed.cni("DEL", conf, "n1")
+        assert delete.rc == 0, delete.stdout
+    cni_bed.assert_clean()
+
+
 def test_vhost_client_mode_and_memif(cni_bed, pod_netns):
     vhost = cni_bed.slots.device_id("vhostc-ovs", 0)
     memif = cni_bed.slots.device_id("memif-ovs", 0)

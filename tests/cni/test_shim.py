@@ -11,11 +11,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers.cni_shim import SHIM
 
 from cni import errors, netconf, shim
 from cni.install import install
 
-SHIM = Path(sys.executable).with_name("numanet-cni")
 FORBIDDEN = ("grpc", "google", "ovsdbapp", "yaml", "deviceplugin", "vswitch", "protos", "json",
              "socket", "re", "os", "enum")
 

@@ -7,21 +7,7 @@ The agent here runs the real OVS of the test bed and a VPP backend whose VPP is 
 
 from __future__ import annotations
 
-import pytest
-
 from cni import errors
-from vswitch.vpp.backend import VppVSwitch
-
-
-@pytest.fixture
-def absent_vpp(cni_bed):
-    vpp = VppVSwitch(f"{cni_bed.base}/vpp-api.sock")
-    assert not vpp.health().healthy
-    cni_bed.context.vswitches = {"ovs": cni_bed.switch, "vpp": vpp}
-    try:
-        yield vpp
-    finally:
-        vpp.close()
 
 
 def _status(bed, **conf):

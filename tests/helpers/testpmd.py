@@ -40,9 +40,6 @@ _FORWARD_BLOCK = re.compile(
     r"RX-packets:\s+(\d+)\s+RX-dropped:\s+(\d+)\s+RX-total:\s+\d+\s+"
     r"TX-packets:\s+(\d+)\s+TX-dropped:\s+(\d+)"
 )
-_NIC_BLOCK = re.compile(
-    r"NIC statistics for port (\d+)\s+#+\s+RX-packets:\s+(\d+).*?TX-packets:\s+(\d+)", re.S
-)
 
 __all__ = ["PROMPT", "ForwardStats", "TestPmd", "TestPmdError", "memif", "require_testpmd",
            "virtio_user"]
@@ -191,8 +188,3 @@ class TestPmd:
         if len(stats) != self.ports:
             raise TestPmdError(f"could not parse forward statistics from:\n{text}")
         return stats
-
-    def port_stats(self) -> dict[int, tuple[int, int]]:
-        """Device counters (RX-packets, TX-packets) per port since start-up."""
-        text = self.command("show port stats all")
-        return {int(m[1]): (int(m[2]), int(m[3])) for m in _NIC_BLOCK.finditer(text)}

@@ -11,16 +11,14 @@ reconnect timings are shortened so that restarts take milliseconds.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.cni_shim import CNI_BIN, CniCall, leases, require_host_local, run_shim
 from helpers.deviceplugin import AgentHarness, short_dir
 from helpers.sysfs import HUGE_2M, NodeSpec, build_sysfs
 
@@ -35,8 +33,6 @@ from tests.vswitch.vpp_fake import FakeVpp
 from tests.vswitch.vpp_timing import FAST
 from vswitch.api import VSwitch
 
-SHIM = Path(sys.executable).with_name("numanet-cni")
-CNI_BIN = "/usr/lib/cni"
 PREFIX = "numanet.io"
 MEMIF = "memif-vpp"  # container slave: VPP is master and creates the socket
 MEMIF_IP = "memifip-vpp"  # memif mode ip
@@ -91,17 +87,6 @@ class VppAgentHarness(AgentHarness):
         backend = vswitch.create(name, **endpoint_of(name, config), **tunables)
         self.created.append(backend)
         return backend
-
-
-@dataclass
-class CniCall:
-    rc: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.stdout) if self.stdout.strip() else None
 
 
 @dataclass
@@ -170,9 +155,7 @@ class VppNode:
             env["CNI_NETNS"] = netns_path
         if command == "GC":  # GC is about a network, not one container
             del env["CNI_CONTAINERID"], env["CNI_IFNAME"], env["CNI_ARGS"]
-        done = subprocess.run([str(SHIM)], input=json.dumps(conf).encode(), env=env,
-                              capture_output=True, timeout=60)
-        return CniCall(done.returncode, done.stdout.decode(), done.stderr.decode())
+        return run_shim(env, conf)
 
     # -- what the stand-in VPP holds -----------------------------------------------------
 
@@ -196,19 +179,10 @@ class VppNode:
             return {bd.tag: set(bd.members) for bd in self.vpp.state.bds.values()}
 
     def leases(self) -> list[str]:
-        directory = self.ipam_dir / self.network
-        if not directory.is_dir():
-            return []
-        return sorted(p.name for p in directory.iterdir()
-                      if p.name != "lock" and not p.name.startswith("last_reserved_ip"))
+        return leases(self.ipam_dir, self.network)
 
     def records(self) -> list[str]:
         return sorted(p.stem for p in (self.run_dir / "cni").glob("*.json"))
-
-
-def require_host_local() -> None:
-    if not os.access(f"{CNI_BIN}/host-local", os.X_OK):
-        pytest.skip("host-local IPAM is missing: apt-get install -y containernetworking-plugins")
 
 
 def make_node(config: str | None = None, vswitches: dict[str, VSwitch] | None = None,

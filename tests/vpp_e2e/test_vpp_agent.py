@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers.cni_shim import CniCall, assert_cni_error, require_host_local
 from helpers.deviceplugin import check_device_info
 from helpers.netns import NetNS, netns
 from helpers.ovs import private_ovs, unique_bridge
@@ -21,6 +22,7 @@ from helpers.ovs import private_ovs, unique_bridge
 from cni import errors
 from deviceplugin import naming
 from deviceplugin.kubelet_standin.kubelet import StandinError
+from tests.vswitch.vpp_fixtures import is_socket
 from tests.vswitch.vpp_timing import wait_for
 from vswitch.ovs.private import PrivateOvs
 
@@ -32,11 +34,9 @@ from .conftest import (
     VHOST,
     VHOST_OVS,
     VHOST_RING,
-    CniCall,
     VppNode,
     config_text,
     make_node,
-    require_host_local,
     resource,
     stop_node,
 )
@@ -44,10 +44,6 @@ from .conftest import (
 __all__ = ["private_ovs"]
 pytestmark = pytest.mark.filterwarnings("ignore:open_text is deprecated:DeprecationWarning")
 VPP_POOLS = (MEMIF, MEMIF_IP, VHOST)
-
-
-def is_socket(path: Path | str) -> bool:
-    return os.path.lexists(path) and stat.S_ISSOCK(os.lstat(path).st_mode)
 
 
 def all_healthy(devices: dict) -> bool:
@@ -61,14 +57,6 @@ def none_healthy(devices: dict) -> bool:
 def assert_ok(call: CniCall) -> CniCall:
     assert call.rc == 0, call.stdout + call.stderr
     return call
-
-
-def assert_cni_error(call: CniCall, code: int, *words: str) -> None:
-    assert call.rc == 1, call.stdout
-    doc = json.loads(call.stdout)
-    assert doc["code"] == code, doc
-    for word in words:
-        assert word in doc["msg"] + doc.get("details", ""), doc
 
 
 @pytest.fixture

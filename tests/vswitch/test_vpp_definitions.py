@@ -41,7 +41,8 @@ VPP_2402_CRCS = {
     "show_version_reply": "0xc919bde1",
     "control_ping": "0x51077d14",
 }
-_SENT = re.compile(r"\.(?:call|dump|offers)\(\s*\"([a-z0-9_]+)\"")
+# Every way the backend names a message: conn.call/dump/offers and Snapshot._plugin_dump.
+_SENT = re.compile(r"\.(?:call|dump|offers|_plugin_dump)\(\s*\"([a-z0-9_]+)\"")
 
 
 def messages_the_backend_sends() -> set[str]:
@@ -59,6 +60,7 @@ def test_every_message_the_backend_sends_is_defined_with_vpps_crc(definitions):
     messages, services = definitions
     sent = messages_the_backend_sends()
     assert "memif_create_v2" in sent and "create_vhost_user_if_v2" in sent  # the scan works
+    assert {"memif_dump", "memif_socket_filename_dump", "sw_interface_vhost_user_dump"} <= sent
     for name in sorted(sent):
         assert name in services, f"{name} is not a request in vpp_api/"
         assert messages[name].crc == VPP_2402_CRCS[name], name

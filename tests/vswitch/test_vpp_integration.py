@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +93,8 @@ def backend(vpp_socket: str) -> Iterator[VppVSwitch]:
         switch.close()
 
 
-@pytest.fixture
-def observer(vpp_socket: str) -> Iterator[Any]:
+@contextmanager
+def observing(vpp_socket: str) -> Iterator[Any]:
     """A separate vpp_papi client: what VPP holds, not what the backend believes."""
     if API_DIR:
         client = VPPApiClient(server_address=vpp_socket, apidir=API_DIR)
@@ -104,6 +105,12 @@ def observer(vpp_socket: str) -> Iterator[Any]:
         yield client
     finally:
         client.disconnect()
+
+
+@pytest.fixture
+def observer(vpp_socket: str) -> Iterator[Any]:
+    with observing(vpp_socket) as client:
+        yield client
 
 
 def spec(root: Path, pool: str, kind: str, role: str, **fields: Any) -> PortSpec:
@@ -201,12 +208,8 @@ def test_vpp_restart_replays_every_slot(backend, vpp_socket, slot_root):
     report = reports.get(timeout=120)
     assert report.failed == {}
     assert sorted(report.replugged) == sorted(s.device_id for s in specs)
-    client = VPPApiClient(server_address=vpp_socket, apidir=API_DIR, bootstrapapi=API_DIR is None)
-    client.connect("numanet-test-observer")
-    try:
+    with observing(vpp_socket) as client:
         seen = by_tag(client)
-        assert {s.device_id for s in specs} <= set(seen)
-        assert all(int(seen[s.device_id].flags) & 1 for s in specs)
-    finally:
-        client.disconnect()
+    assert {s.device_id for s in specs} <= set(seen)
+    assert all(int(seen[s.device_id].flags) & 1 for s in specs)
     assert backend.health().healthy

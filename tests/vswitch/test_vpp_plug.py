@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from deviceplugin import naming
 from tests.vswitch.vpp_fake import FakeVpp, _SocketFile
+from tests.vswitch.vpp_fixtures import is_socket
 from tests.vswitch.vpp_timing import FAST
 from vswitch.api import TAG_DEVICE_ID, TAG_OWNER, TAG_POD_NAME, Owner, VSwitchError
 from vswitch.vpp import VppVSwitch
+from vswitch.vpp.tags import is_slot_id
 
 pytest_plugins = ["tests.vswitch.vpp_fixtures"]  # fake_vpp, vpp_dir, vpp_spec, vpp_switch
 pytestmark = pytest.mark.filterwarnings("ignore:open_text is deprecated:DeprecationWarning")
@@ -37,10 +40,6 @@ CHANGES = {
 def changes(fake: FakeVpp) -> list[tuple[str, dict[str, object]]]:
     """The state-changing requests VPP received, in order, with their decoded arguments."""
     return [(c.name, c.args) for c in fake.calls if c.name in CHANGES]
-
-
-def is_socket(path: str) -> bool:
-    return os.path.lexists(path) and stat.S_ISSOCK(os.lstat(path).st_mode)
 
 
 @pytest.mark.parametrize(
@@ -416,6 +415,37 @@ def test_device_ids_that_are_not_slot_ids_are_refused(vpp_switch, fake_vpp, vpp_
     with pytest.raises(VSwitchError, match="not a slot device ID"):
         vpp_switch.unplug(device_id)
     assert fake_vpp.calls == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "memif-vpp-n0-000",
+        "a-n999-99999",
+        "x" * 51 + "-n0-00000",  # 60 characters
+        "x" * 54 + "-n12-0000",  # 63
+        "x" * 55 + "-n12-0000",  # 64: too long
+        "memif-vpp-n1000-000",
+        "memif-vpp-n0-00",
+        "memif-vpp-n0-000000",
+        "-memif-n0-000",
+        "memif--n0-000",
+        "memif-vpp-n0-000\n",
+        "Memif-n0-000",
+        "0000:3b:00.0",
+        "../../etc",
+        "",
+    ],
+)
+def test_slot_ids_are_the_ones_deviceplugin_names(value):
+    """tags.py restates naming's slot ID pattern (vswitch must not import deviceplugin):
+    the two must accept the same IDs."""
+    try:
+        naming.parse_slot_id(value)
+        named = True
+    except naming.InvalidName:
+        named = False
+    assert is_slot_id(value) is named
 
 
 def test_socket_ids_a_half_done_plug_left_are_cleaned_up(vpp_switch, fake_vpp, vpp_spec):

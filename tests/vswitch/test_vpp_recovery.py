@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import queue
-import stat
 import time
 
 import pytest
 
 from tests.vswitch.vpp_fake import FakeVpp
+from tests.vswitch.vpp_fixtures import is_socket
 from tests.vswitch.vpp_timing import FAST, wait_for
 from vswitch.api import VSwitchUnavailable
 from vswitch.vpp import ReplayReport, VppVSwitch
@@ -26,10 +26,6 @@ def listen_for_reconnects(backend: VppVSwitch) -> queue.Queue[ReplayReport]:
 
 def tagged(fake: FakeVpp) -> dict[str, int]:
     return {i.tag: i.sw_if_index for i in fake.state.ifaces.values() if i.tag}
-
-
-def is_socket(path: str) -> bool:
-    return os.path.lexists(path) and stat.S_ISSOCK(os.lstat(path).st_mode)
 
 
 def test_a_vpp_restart_is_noticed_and_every_slot_is_replayed(vpp_switch, fake_vpp, vpp_spec):

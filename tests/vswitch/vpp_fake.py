@@ -220,7 +220,6 @@ class FakeVpp:
         self.state = _State()
         self.calls: list[Call] = []
         self.unhandled: list[str] = []
-        self.restarts = 0
         self._failures: dict[str, list[int]] = {}
         self._lock = threading.RLock()
         self._listener: socket.socket | None = None
@@ -245,15 +244,9 @@ class FakeVpp:
         """Stop the way a dying VPP does: sockets close, files stay, state is gone."""
         with self._lock:
             listener, self._listener = self._listener, None
-            conns, self._conns = self._conns, []
         if listener is not None:
             listener.close()
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+        self.drop_connections()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []
@@ -279,7 +272,6 @@ class FakeVpp:
 
     def restart(self) -> None:
         self.crash()
-        self.restarts += 1
         self.start()
 
     stop = crash

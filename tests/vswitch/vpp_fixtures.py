@@ -1,12 +1,15 @@
 """Fixtures for the VPP backend's unit tests: a stand-in VPP and a backend connected to it.
 
 A test module loads them with ``pytest_plugins = ["tests.vswitch.vpp_fixtures"]``
-(``vswitch/conftest.py`` belongs to the OVS tests); the names all say vpp.
+(``vswitch/conftest.py`` belongs to the OVS tests); the names all say vpp. ``is_socket``
+is what the tests ask of the files VPP creates and leaves.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +20,11 @@ from tests.vswitch.vpp_fake import FakeVpp
 from tests.vswitch.vpp_timing import FAST
 from vswitch.api import Owner, PortSpec
 from vswitch.vpp import VppVSwitch
+
+
+def is_socket(path: str | Path) -> bool:
+    """A unix socket is there (not followed through a symlink)."""
+    return os.path.lexists(path) and stat.S_ISSOCK(os.lstat(path).st_mode)
 
 
 @pytest.fixture

@@ -190,12 +190,11 @@ class VppVSwitch(VSwitch):
             self._specs[spec.device_id] = spec
             self._unplugging.pop(spec.device_id, None)
         log.info(
-            "plugged VPP %s port %s device_id=%s pod=%s/%s network=%s",
+            "plugged VPP port device_id=%s pod=%s kind=%s port=%s network=%s",
+            spec.device_id,
+            spec.owner.pod,
             spec.kind,
             port.port_name,
-            spec.device_id,
-            spec.owner.pod_namespace,
-            spec.owner.pod_name,
             port.network,
         )
         return port
@@ -212,13 +211,11 @@ class VppVSwitch(VSwitch):
                 self._unplugging[device_id] = known
             removed = unplug_port(self._conn, device_id, known)
             self._unplugging.pop(device_id, None)
-        owner = known.owner if known else None
         log.info(
-            "%s VPP port device_id=%s pod=%s/%s",
-            "unplugged" if removed else "no VPP port to unplug for",
+            "%s device_id=%s pod=%s",
+            "unplugged VPP port" if removed else "no VPP port to unplug",
             device_id,
-            owner.pod_namespace if owner else "",
-            owner.pod_name if owner else "",
+            known.owner.pod if known else "-",
         )
         return removed
 
@@ -260,10 +257,9 @@ class VppVSwitch(VSwitch):
                 except VSwitchError as exc:
                     failed[spec.device_id] = str(exc)
                     log.error(
-                        "replay of VPP port failed device_id=%s pod=%s/%s: %s",
+                        "replay of VPP port failed device_id=%s pod=%s: %s",
                         spec.device_id,
-                        spec.owner.pod_namespace,
-                        spec.owner.pod_name,
+                        spec.owner.pod,
                         exc,
                     )
                     continue

@@ -56,18 +56,16 @@ def ensure_bridge_domain(
 
 
 def join_bridge_domain(conn: VppConnection, sw_if_index: int, bd_id: int, slot: str) -> None:
-    conn.call(
-        "sw_interface_set_l2_bridge",
-        slot,
-        rx_sw_if_index=sw_if_index,
-        bd_id=bd_id,
-        port_type=L2_PORT_TYPE_NORMAL,
-        shg=0,
-        enable=True,
-    )
+    _set_l2_bridge(conn, sw_if_index, bd_id, slot, enable=True)
 
 
 def leave_bridge_domain(conn: VppConnection, sw_if_index: int, bd_id: int, slot: str) -> None:
+    _set_l2_bridge(conn, sw_if_index, bd_id, slot, enable=False)
+
+
+def _set_l2_bridge(
+    conn: VppConnection, sw_if_index: int, bd_id: int, slot: str, *, enable: bool
+) -> None:
     conn.call(
         "sw_interface_set_l2_bridge",
         slot,
@@ -75,7 +73,7 @@ def leave_bridge_domain(conn: VppConnection, sw_if_index: int, bd_id: int, slot:
         bd_id=bd_id,
         port_type=L2_PORT_TYPE_NORMAL,
         shg=0,
-        enable=False,
+        enable=enable,
     )
 
 

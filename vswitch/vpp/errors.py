@@ -63,12 +63,10 @@ _RETVALS: dict[int, tuple[str, str]] = {
     -171: ("TIMEOUT", "Timeout"),
 }
 
-# The codes code elsewhere in the backend reacts to, by name.
+# The codes the backend reacts to, by name.
 INVALID_SW_IF_INDEX = -2
 NO_SUCH_ENTRY = -6
-INVALID_ARGUMENT = -73
 IF_ALREADY_EXISTS = -79
-BD_ALREADY_EXISTS = -119
 BD_IN_USE = -120
 
 

@@ -96,30 +96,22 @@ class Snapshot:
     @property
     def memifs(self) -> dict[int, Memif]:
         if self._memifs is None:
-            self._memifs = {}
-            if self._conn.offers("memif_dump"):
-                details = self._conn.dump("memif_dump", self._slot)
-                self._memifs = {m.sw_if_index: m for m in map(_memif, details)}
+            details = self._plugin_dump("memif_dump")
+            self._memifs = {m.sw_if_index: m for m in map(_memif, details)}
         return self._memifs
 
     @property
     def memif_sockets(self) -> dict[int, str]:
         if self._memif_sockets is None:
-            self._memif_sockets = {}
-            if self._conn.offers("memif_socket_filename_dump"):
-                self._memif_sockets = {
-                    int(d.socket_id): str(d.socket_filename)
-                    for d in self._conn.dump("memif_socket_filename_dump", self._slot)
-                }
+            details = self._plugin_dump("memif_socket_filename_dump")
+            self._memif_sockets = {int(d.socket_id): str(d.socket_filename) for d in details}
         return self._memif_sockets
 
     @property
     def vhosts(self) -> dict[int, Vhost]:
         if self._vhosts is None:
-            self._vhosts = {}
-            if self._conn.offers("sw_interface_vhost_user_dump"):
-                details = self._conn.dump("sw_interface_vhost_user_dump", self._slot)
-                self._vhosts = {v.sw_if_index: v for v in map(_vhost, details)}
+            details = self._plugin_dump("sw_interface_vhost_user_dump")
+            self._vhosts = {v.sw_if_index: v for v in map(_vhost, details)}
         return self._vhosts
 
     @property
@@ -128,6 +120,10 @@ class Snapshot:
             details = self._conn.dump("bridge_domain_dump", self._slot)
             self._bridge_domains = {b.bd_id: b for b in map(_bridge_domain, details)}
         return self._bridge_domains
+
+    def _plugin_dump(self, name: str) -> list[Any]:
+        """A plugin's table; empty when VPP runs without that plugin (it holds none then)."""
+        return self._conn.dump(name, self._slot) if self._conn.offers(name) else []
 
     # -- questions ---------------------------------------------------------------------------
 

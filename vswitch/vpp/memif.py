@@ -19,6 +19,7 @@ from vswitch.vpp.inventory import (
     MEMIF_MODE_IP,
     MEMIF_ROLE_MASTER,
     MEMIF_ROLE_SLAVE,
+    Memif,
     Snapshot,
 )
 
@@ -47,8 +48,8 @@ def allocate_socket_id(taken: set[int], base: int) -> int:
 
 def create_memif(
     conn: VppConnection, spec: PortSpec, snap: Snapshot, socket_id_base: int, undo: Undo
-) -> tuple[int, int]:
-    """Register the slot's socket file and create the memif on it: (sw_if_index, socket ID)."""
+) -> Memif:
+    """Register the slot's socket file and create the memif on it."""
     slot = spec.device_id
     drop_orphan_socket_ids(conn, snap, slot, spec.socket_path)
     socket_id = allocate_socket_id(set(snap.memif_sockets), socket_id_base)
@@ -79,7 +80,15 @@ def create_memif(
     reply = conn.call("memif_create_v2", slot, **args)
     sw_if_index = int(reply.sw_if_index)
     undo.append((f"memif sw_if_index {sw_if_index}", lambda: delete_memif(conn, sw_if_index, slot)))
-    return sw_if_index, socket_id
+    return Memif(
+        sw_if_index,
+        socket_id,
+        spec.memif_id,
+        args["role"],
+        args["mode"],
+        args["ring_size"],
+        args["buffer_size"],
+    )
 
 
 def delete_memif(conn: VppConnection, sw_if_index: int, slot: str) -> None:
@@ -98,8 +107,8 @@ def delete_socket_id(conn: VppConnection, socket_id: int, slot: str) -> None:
 
 def drop_orphan_socket_ids(
     conn: VppConnection, snap: Snapshot, device_id: str, path: str | None = None
-) -> set[int]:
-    """Socket IDs of this slot that no memif uses: left by a plug that died half way.
+) -> None:
+    """Delete this slot's socket IDs that no memif uses: left by a plug that died half way.
 
     Without the slot's spec (an agent that restarted), the slot's file is recognised by
     its directory, which DESIGN.md names after the device ID: ``.../<deviceID>/sock``.
@@ -110,13 +119,10 @@ def drop_orphan_socket_ids(
         if socket_id != 0
         and (filename == path if path else PurePosixPath(filename).parent.name == device_id)
     ]
-    dropped: set[int] = set()
     if not candidates:
-        return dropped
+        return
     in_use = {m.socket_id for m in snap.memifs.values()}
     for socket_id in candidates:
         if socket_id not in in_use:
             delete_socket_id(conn, socket_id, device_id)
             snap.drop_socket(socket_id)
-            dropped.add(socket_id)
-    return dropped

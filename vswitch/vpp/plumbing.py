@@ -102,22 +102,18 @@ def plug_port(
                 undo.append((f"bridge domain {bd_id}", lambda: delete_if_unused(conn, bd_id, slot)))
         record: Memif | Vhost
         if spec.kind == "memif":
-            sw_if_index, socket_id = create_memif(conn, spec, snap, bases.memif_socket_id, undo)
+            record = create_memif(conn, spec, snap, bases.memif_socket_id, undo)
+            # memif_create_v2 takes no tag (create_vhost_user_if_v2 does): tag it at once.
             conn.call(
-                "sw_interface_tag_add_del", slot, is_add=True, sw_if_index=sw_if_index, tag=slot
-            )
-            record = Memif(
-                sw_if_index,
-                socket_id,
-                spec.memif_id,
-                vpp_role(spec),
-                vpp_mode(spec),
-                spec.ring_size or 0,
-                spec.buffer_size or 0,
+                "sw_interface_tag_add_del",
+                slot,
+                is_add=True,
+                sw_if_index=record.sw_if_index,
+                tag=slot,
             )
         else:
-            sw_if_index = create_vhost(conn, spec, undo)
-            record = Vhost(sw_if_index, spec.socket_path, vpp_is_server(spec))
+            record = create_vhost(conn, spec, undo)
+        sw_if_index = record.sw_if_index
         if spec.mtu is not None:
             conn.call("sw_interface_set_mtu", slot, sw_if_index=sw_if_index, mtu=[spec.mtu] * 4)
         if bd_id is not None:
@@ -271,7 +267,7 @@ def _converge(
                 snap.invalidate()
     if not iface.admin_up:
         conn.call("sw_interface_set_flags", slot, sw_if_index=sw_if_index, flags=ADMIN_UP)
-    log.info("VPP already has slot device_id=%s as %s; adopted it", slot, iface.name)
+    log.info("adopted the port VPP already has device_id=%s port=%s", slot, iface.name)
     return to_plugged_port(snap, iface, spec.owner, spec.network)
 
 
@@ -303,6 +299,6 @@ def _roll_back(undo: Undo, slot: str) -> None:
         try:
             step()
         except Exception as exc:  # noqa: BLE001 - keep undoing; the original error goes up
-            log.warning("could not undo %s after a failed plug device_id=%s: %s", what, slot, exc)
+            log.warning("failed plug not undone device_id=%s step=%r: %s", slot, what, exc)
         else:
-            log.info("undid %s after a failed plug device_id=%s", what, slot)
+            log.info("failed plug undone device_id=%s step=%r", slot, what)

@@ -22,13 +22,13 @@ def remove_leftover_socket(path: str, device_id: str) -> bool:
     except FileNotFoundError:
         return False
     except OSError as exc:
-        log.warning("cannot inspect socket file %s device_id=%s: %s", path, device_id, exc)
+        log.warning("cannot inspect socket file device_id=%s path=%s: %s", device_id, path, exc)
         return False
     if not stat.S_ISSOCK(st.st_mode):
         log.warning(
-            "not removing %s device_id=%s: it is not a socket (mode %o)",
-            path,
+            "not removing a file that is not a socket device_id=%s path=%s mode=%o",
             device_id,
+            path,
             st.st_mode,
         )
         return False
@@ -36,7 +36,7 @@ def remove_leftover_socket(path: str, device_id: str) -> bool:
         os.unlink(path)
     except FileNotFoundError:
         return False
-    log.info("removed socket file VPP left behind path=%s device_id=%s", path, device_id)
+    log.info("removed socket file VPP left behind device_id=%s path=%s", device_id, path)
     return True
 
 
@@ -52,4 +52,4 @@ def restrict_socket(path: str, device_id: str) -> None:
     try:
         os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o007)
     except OSError as exc:
-        log.warning("cannot restrict socket %s device_id=%s: %s", path, device_id, exc)
+        log.warning("cannot restrict socket device_id=%s path=%s: %s", device_id, path, exc)

@@ -12,9 +12,11 @@ import re
 
 MAX_TAG = 63
 BD_TAG_PREFIX = "numanet:"
-# Mirrors deviceplugin.naming's slot ID; vswitch imports nothing from deviceplugin.
+# deviceplugin.naming's slot ID, restated because vswitch imports nothing from deviceplugin
+# (DESIGN.md): the same pattern and the same 63-character bound, so both accept exactly the
+# same IDs; test_slot_ids_are_the_ones_deviceplugin_names (test_vpp_plug.py) holds them to it.
 _SLOT_ID = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?-n[0-9]{1,3}-[0-9]{3,5}$")
 
 
 def is_slot_id(value: object) -> bool:
-    return isinstance(value, str) and len(value) <= MAX_TAG and bool(_SLOT_ID.match(value))
+    return isinstance(value, str) and len(value) <= MAX_TAG and bool(_SLOT_ID.fullmatch(value))

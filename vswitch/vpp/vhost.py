@@ -7,6 +7,7 @@ from typing import Any
 from vswitch.api import PortSpec
 from vswitch.vpp.connection import VppConnection
 from vswitch.vpp.errors import IF_ALREADY_EXISTS, VppCallError
+from vswitch.vpp.inventory import Vhost
 from vswitch.vpp.memif import Undo
 
 
@@ -15,7 +16,7 @@ def vpp_is_server(spec: PortSpec) -> bool:
     return spec.container_role == "client"
 
 
-def create_vhost(conn: VppConnection, spec: PortSpec, undo: Undo) -> int:
+def create_vhost(conn: VppConnection, spec: PortSpec, undo: Undo) -> Vhost:
     slot = spec.device_id
     args: dict[str, Any] = {
         "is_server": vpp_is_server(spec),
@@ -40,7 +41,7 @@ def create_vhost(conn: VppConnection, spec: PortSpec, undo: Undo) -> int:
     undo.append(
         (f"vhost-user sw_if_index {sw_if_index}", lambda: delete_vhost(conn, sw_if_index, slot))
     )
-    return sw_if_index
+    return Vhost(sw_if_index, spec.socket_path, args["is_server"])
 
 
 def delete_vhost(conn: VppConnection, sw_if_index: int, slot: str) -> None:
