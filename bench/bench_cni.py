@@ -4,13 +4,16 @@ Everything real except the kubelet: a private OVS-DPDK, host-local IPAM, a netwo
 namespace, the CNI service in its own process (as in the agent: long-lived ovsdbapp
 connection, kubelet pod-resources check over gRPC), and the shim executed per call
 exactly as a runtime does. Each cycle runs, against the same OVS and bridge:
+  CNI ADD + DEL through the installed plugin (python -m cni.install: one file, #!python3 -IS,
+                                              the host's python3 as install-cni.sh picks it)
   CNI ADD + DEL through the console script   (.venv/bin/numanet-cni, python with site)
-  CNI ADD + DEL through the installed plugin (python -m cni.install: one file, python -IS)
   ovs-vsctl add-port + del-port              (same port type: dpdkvhostuserclient)
-Then: the service process's RSS, and a leak check (ports, files, records, IPAM leases).
-Target: CNI ADD p50 no slower than one ovs-vsctl add-port.
+Then: CPU time per call of the plugin, the agent and ovs-vsctl, the service process's RSS,
+and a leak check (ports, files, records, IPAM leases). The run directory is on tmpfs, as
+/run is on a node. Target: CNI ADD p50 no slower than one ovs-vsctl add-port.
+bench/profile_cni_add.py splits an ADD into its steps.
 
-    .venv/bin/python bench/bench_cni.py [--cycles 200]
+    .venv/bin/python bench/bench_cni.py [--cycles 200] [--pmd-maxsleep US]
 """
 
 from __future__ import annotations
@@ -39,8 +42,13 @@ POOL = "vhostuser-ovs"
 RESOURCE = naming.resource_name(naming.DEFAULT_PREFIX, POOL)
 DEVICES = 8
 HOST_LOCAL = "/usr/lib/cni/host-local"
+# deploy/image/install-cni.sh writes the host's python3 into the plugin's #! line (Multus
+# runs the plugin on the host); the bench does the same when the machine has one.
+HOST_PYTHON = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3")
+                    if os.access(p, os.X_OK)), sys.executable)
 SHIM = Path(sys.executable).with_name("numanet-cni")
 NETWORK = "bench-net"
+TMPFS = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
 
 
 class BenchSlots:
@@ -63,6 +71,9 @@ class BenchSlots:
 
     def pool_resource(self, pool: str) -> str | None:
         return RESOURCE if pool == POOL else None
+
+    def pool_vswitch(self, pool: str) -> str | None:
+        return "ovs" if pool == POOL else None
 
 
 # -- the service process ----------------------------------------------------------------------
@@ -97,14 +108,30 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def timed(cmd: list[str], env: dict[str, str], stdin: bytes = b"") -> tuple[float, str]:
+# CPU time of each exec'd process (shim, ovs-vsctl), by what was timed: unlike wall
+# clock it hardly moves with the load of other work on the machine.
+CPU: dict[str, list[float]] = {}
+
+
+def timed(cmd: list[str], env: dict[str, str], stdin: bytes = b"",
+          cpu_key: str | None = None) -> tuple[float, str]:
+    """Run ``cmd`` as a runtime would; its wall time and output (stdout and stderr)."""
     start = time.perf_counter()
-    done = subprocess.run(cmd, input=stdin, env=env, capture_output=True, check=False)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(stdin)
+    proc.stdin.close()
+    out = proc.stdout.read()
+    proc.stdout.close()
+    _, status, usage = os.wait4(proc.pid, 0)  # reaped here, for its own rusage
     elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {done.returncode}): "
-                           f"{done.stdout.decode()[:300]} {done.stderr.decode()[:300]}")
-    return elapsed, done.stdout.decode()
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {code}): {out.decode()[:600]}")
+    if cpu_key is not None:
+        CPU.setdefault(cpu_key, []).append(usage.ru_utime + usage.ru_stime)
+    return elapsed, out.decode()
 
 
 def row(name: str, samples: list[float]) -> tuple[float, float]:
@@ -119,6 +146,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--pmd-maxsleep", type=int, default=10000, metavar="US",
+                        help="OVS other_config:pmd-maxsleep (default 10000; 0 makes the PMD "
+                             "thread spin a whole core, only for a comparison)")
+    parser.add_argument("--plugin-python", default=HOST_PYTHON,
+                        help="interpreter of the installed plugin's #! line (default: the "
+                             "host's python3, as deploy/image/install-cni.sh picks it)")
     parser.add_argument("--agent", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--db", "--bridge", "--run-dir", "--pod-resources", "--devinfo-root"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -141,10 +174,16 @@ def main() -> int:
     from deviceplugin.kubelet_standin.podresources import PodAllocation, PodResourcesStandIn
 
     base = Path(tempfile.mkdtemp(prefix="nnbc-", dir="/tmp"))
-    run_dir, ipam_dir, devinfo_root = base / "run", base / "ipam", base / "devinfo"
+    # The run directory (slot sockets, attachment records, numanet.json) and Multus's
+    # device-info directory live under /run on a node, which is tmpfs; IPAM leases stay on
+    # disk (host-local's /var/lib/cni/networks). A run dir on this machine's ext4 /tmp
+    # would time ext4's flush-on-rename instead of numanet (about 2.5 ms per record write).
+    volatile = Path(tempfile.mkdtemp(prefix="nnbc-", dir=TMPFS))
+    run_dir, devinfo_root = volatile / "run", volatile / "devinfo"
+    ipam_dir = base / "ipam"
     netns_name = f"nnbench-{os.getpid()}"
     bridge = "nnbench"
-    ovs = PrivateOvs(base / "ovs")
+    ovs = PrivateOvs(base / "ovs", pmd_maxsleep_us=args.pmd_maxsleep)
     agent: subprocess.Popen[str] | None = None
     kubelet: PodResourcesStandIn | None = None
     direct = None
@@ -155,7 +194,7 @@ def main() -> int:
         device_ids = [naming.slot_device_id(POOL, 0, i) for i in range(DEVICES)]
         for device_id in device_ids:  # what Allocate prepares
             naming.slot_dir(run_dir, device_id).mkdir(parents=True, mode=0o700)
-        vsctl_dir = base / "vsctl"
+        vsctl_dir = volatile / "vsctl"
         vsctl_dir.mkdir()
         kubelet = PodResourcesStandIn(
             base / "kubelet" / "pod-resources" / "kubelet.sock",
@@ -169,12 +208,12 @@ def main() -> int:
         assert agent.stdout is not None
         if agent.stdout.readline().strip() != "ready":
             raise RuntimeError("the CNI service process did not start")
-        plugin = install(base / "bin" / "numanet")
+        plugin = install(base / "bin" / "numanet", python=args.plugin_python)
         socket_path = str(naming.cni_socket(run_dir))
         ipam = {"type": "host-local", "dataDir": str(ipam_dir),
                 "ranges": [[{"subnet": "10.99.0.0/24"}]]}
 
-        def cni(exe: Path, command: str, i: int) -> float:
+        def cni(exe: Path, command: str, i: int, cpu_key: str | None = None) -> float:
             device_id = device_ids[i % DEVICES]
             env = {"PATH": "/usr/bin:/bin", "NUMANET_CNI_SOCKET": socket_path,
                    "CNI_COMMAND": command, "CNI_CONTAINERID": f"bench{i:05d}",
@@ -184,17 +223,18 @@ def main() -> int:
                                f"K8S_POD_NAME=pod-{i % DEVICES}"}
             conf = {"cniVersion": "1.1.0", "name": NETWORK, "type": "numanet",
                     "deviceID": device_id, "ipam": ipam}
-            elapsed, _ = timed([str(exe)], env, json.dumps(conf).encode())
+            elapsed, _ = timed([str(exe)], env, json.dumps(conf).encode(), cpu_key)
             return elapsed
 
         vsctl_env = ovs.env
         vsctl = ["ovs-vsctl", f"--db={ovs.db}"]
 
-        def vsctl_add(i: int) -> float:
+        def vsctl_add(i: int, cpu_key: str | None = None) -> float:
             name = f"vs{i % DEVICES}"
             return timed([*vsctl, "add-port", bridge, name, "--", "set", "Interface", name,
                           "type=dpdkvhostuserclient",
-                          f"options:vhost-server-path={vsctl_dir}/{name}.sock"], vsctl_env)[0]
+                          f"options:vhost-server-path={vsctl_dir}/{name}.sock"], vsctl_env,
+                         cpu_key=cpu_key)[0]
 
         def vsctl_del(i: int) -> float:
             return timed([*vsctl, "del-port", bridge, f"vs{i % DEVICES}"], vsctl_env)[0]
@@ -206,7 +246,7 @@ def main() -> int:
 
         direct = OvsVSwitch(ovs.db, bridge, timeout=10.0)  # the bench's own connection
         direct.connect()
-        direct_dir = base / "direct"
+        direct_dir = volatile / "direct"
         direct_dir.mkdir()
 
         def direct_plug(i: int) -> float:
@@ -225,22 +265,37 @@ def main() -> int:
         version_env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "VERSION"}
         total = args.warmup + args.cycles
         print(f"numanet CNI bench: {args.cycles} cycles (+{args.warmup} warm-up), "
-              f"{len(os.sched_getaffinity(0))} CPUs, OVS {ovs.vsctl('--version').split()[3]}, "
-              f"load average {os.getloadavg()[0]:.1f}")
+              f"{len(os.sched_getaffinity(0))} CPUs, OVS {ovs.vsctl('--version').split()[3]} "
+              f"(pmd-maxsleep {args.pmd_maxsleep} us), load average "
+              f"{os.getloadavg()[0]:.1f}")
+        agent_process = psutil.Process(agent.pid)
+
+        def agent_cpu() -> float:
+            times = agent_process.cpu_times()  # children: the IPAM plugin it ran
+            return float(times.user + times.system + times.children_user
+                         + times.children_system)
+
+        agent_add_cpu: list[float] = []
         for i in range(total):
+            measured = i >= args.warmup
+            before = agent_cpu()
+            add_installed = cni(plugin, "ADD", 3 * i + 1, "shim ADD" if measured else None)
+            if measured:
+                agent_add_cpu.append(agent_cpu() - before)
             sample = {
+                "add_installed": add_installed,
+                "del_installed": cni(plugin, "DEL", 3 * i + 1),
                 "add_console": cni(SHIM, "ADD", 3 * i),
                 "del_console": cni(SHIM, "DEL", 3 * i),
-                "add_installed": cni(plugin, "ADD", 3 * i + 1),
-                "del_installed": cni(plugin, "DEL", 3 * i + 1),
-                "vsctl_add": vsctl_add(i),
+                "vsctl_add": vsctl_add(i, "vsctl add-port" if measured else None),
                 "vsctl_del": vsctl_del(i),
                 "version_console": timed([str(SHIM)], version_env)[0],
                 "version_installed": timed([str(plugin)], version_env)[0],
-                "python_floor": timed([sys.executable, "-IS", "-c", "pass"], version_env)[0],
+                "python_floor": timed([args.plugin_python, "-IS", "-c", "pass"],
+                                      version_env)[0],
                 "plug": direct_plug(i),
             }
-            if i >= args.warmup:
+            if measured:
                 for key, value in sample.items():
                     results[key].append(value)
 
@@ -248,8 +303,9 @@ def main() -> int:
         print(f"load average at the end: {os.getloadavg()[0]:.1f} (other work on the machine "
               "stretches every figure)")
         print("latency (wall clock per call, process exec included):")
-        add_installed, _ = row("CNI ADD, installed plugin (python -IS)", results["add_installed"])
-        row("CNI DEL, installed plugin (python -IS)", results["del_installed"])
+        print(f"  (installed plugin: #!{args.plugin_python} -IS)")
+        add_installed, _ = row("CNI ADD, installed plugin", results["add_installed"])
+        row("CNI DEL, installed plugin", results["del_installed"])
         add_console, _ = row("CNI ADD, console script (.venv/bin/numanet-cni)",
                              results["add_console"])
         row("CNI DEL, console script", results["del_console"])
@@ -257,9 +313,16 @@ def main() -> int:
         row("ovs-vsctl del-port", results["vsctl_del"])
         print("where the time goes:")
         row("ovsdbapp plug in-process (txn + vswitchd apply)", results["plug"])
-        row("interpreter start: python -IS -c pass", results["python_floor"])
+        row(f"interpreter start: {args.plugin_python} -IS -c pass", results["python_floor"])
         row("VERSION, installed plugin (shim alone + json)", results["version_installed"])
         row("VERSION, console script (shim alone + json)", results["version_console"])
+        print("CPU time per call, mean (user+sys, sampled by the kernel per tick, so only the "
+              "mean means much; it moves far less with the machine's load than wall time):")
+        for name, samples in (("CNI ADD: the installed plugin's process", CPU["shim ADD"]),
+                              ("CNI ADD: the agent (service, OVSDB client, host-local)",
+                               agent_add_cpu),
+                              ("ovs-vsctl add-port: its process", CPU["vsctl add-port"])):
+            print(f"  {name:<54} {statistics.fmean(samples) * 1000:6.2f} ms")
         print(f"CNI service process RSS after {total * 2} ADD/DEL cycles: {rss_mb:.1f} MiB")
 
         # Leak check: nothing of numanet left anywhere.
@@ -297,6 +360,7 @@ def main() -> int:
         subprocess.run(["ip", "netns", "delete", netns_name], check=False, capture_output=True)
         ovs.stop()
         shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(volatile, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -140,9 +140,11 @@ def measure(root: Path, calls: int, restarts: int, strict: bool) -> int:
             before = len(kubelet.accepted_registrations())
             started = time.perf_counter()
             kubelet.restart()
-            ok = kubelet.wait_for(
-                lambda b=before: len(kubelet.accepted_registrations()) >= b + len(RESOURCES)
-                and all(kubelet.devices(r) for r in RESOURCES), timeout=5)
+            def registered(b: int = before) -> bool:
+                return len(kubelet.accepted_registrations()) >= b + len(RESOURCES) \
+                    and all(kubelet.devices(r) for r in RESOURCES)
+
+            ok = kubelet.wait_for(registered, timeout=5)
             reregister.append(time.perf_counter() - started)
             assert ok, "pools did not re-register within 5 s"
             assert len(kubelet.devices(RESOURCE)) == total

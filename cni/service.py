@@ -12,6 +12,7 @@ agent's own user) are refused by their credentials as well.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -28,9 +29,9 @@ from cni.container_config import DEVINFO_ROOT
 from cni.errors import CniError
 from cni.netconf import cni_version_of
 from cni.podresources import PodResourcesClient
-from cni.request import ENV_NAMES, parse_request
+from cni.request import COMMANDS, ENV_NAMES, parse_request
 from cni.shim import MAGIC
-from deviceplugin import naming
+from deviceplugin import metrics, naming
 from deviceplugin.slots import SlotLookup
 from vswitch.api import VSwitch
 
@@ -46,13 +47,16 @@ def run_call(env: Mapping[str, str], stdin: bytes, ctx: Context) -> tuple[int, s
     started = time.monotonic()
     version = cni_version_of(stdin)
     command = str(env.get("CNI_COMMAND", ""))[:16]
-    who = _who(env)
+    who = _who(env, stdin)
+    code = errors.INTERNAL_ERROR
     try:
         req = parse_request(env, stdin)
         out = VERBS[req.command](req, ctx)
+        code = 0
         log.debug("CNI %s ok %s ms=%.1f", command, who, (time.monotonic() - started) * 1000)
         return 0, out
     except CniError as exc:
+        code = exc.code
         log.warning("CNI %s failed %s code=%d msg=%s", command, who, exc.code, exc.msg)
         return 1, exc.to_json(version)
     except Exception as exc:  # noqa: BLE001 - the caller must get a CNI error, not a hang
@@ -61,15 +65,36 @@ def run_call(env: Mapping[str, str], stdin: bytes, ctx: Context) -> tuple[int, s
                        f"internal error in the numanet agent: {type(exc).__name__}: {exc}",
                        "this is a numanet bug; the agent log has the traceback")
         return 1, bug.to_json(version)
+    finally:
+        # The label comes from outside: anything but a CNI command counts as "invalid",
+        # so a caller cannot grow the metric's series without bound.
+        metrics.observe_cni_call(command if command in COMMANDS else "invalid", code,
+                                 time.monotonic() - started)
 
 
-def _who(env: Mapping[str, str]) -> str:
-    """pod=, container=, ifname= of a call for log lines, from values not yet validated
-    (so repr'd: a newline in CNI_ARGS must not forge a log line)."""
+def _who(env: Mapping[str, str], stdin: bytes = b"") -> str:
+    """device_id=, pod=, container=, ifname= of a call for log lines, from values not yet
+    validated (so repr'd: a newline in CNI_ARGS must not forge a log line)."""
     args = dict(item.partition("=")[::2] for item in env.get("CNI_ARGS", "").split(";"))
     pod = f"{args.get('K8S_POD_NAMESPACE', '')}/{args.get('K8S_POD_NAME', '')}"
-    return (f"pod={pod[:130]!r} container={env.get('CNI_CONTAINERID', '')[:12]!r} "
+    pod = "-" if pod == "/" else pod  # the runtime named none (a DEL may not)
+    return (f"device_id={_device_id_of(stdin)[:64]!r} pod={pod[:130]!r} "
+            f"container={env.get('CNI_CONTAINERID', '')[:12]!r} "
             f"ifname={env.get('CNI_IFNAME', '')[:16]!r}")
+
+
+def _device_id_of(stdin: bytes) -> str:
+    """The device ID a network config names (deviceID or runtimeConfig.deviceID), best
+    effort: '-' when it names none or cannot be read."""
+    try:
+        doc = json.loads(stdin)
+    except (ValueError, UnicodeDecodeError):
+        return "-"
+    if not isinstance(doc, dict):
+        return "-"
+    runtime = doc.get("runtimeConfig")
+    found = doc.get("deviceID") or (runtime.get("deviceID") if isinstance(runtime, dict) else None)
+    return found if isinstance(found, str) and found else "-"
 
 
 def decode_call(raw: bytes) -> tuple[dict[str, str], bytes]:
@@ -120,8 +145,10 @@ def start_agent_service(*, slots: SlotLookup, vswitches: Callable[[], Mapping[st
                         allocations: Allocations | None = None) -> CniService:
     """The CNI service as the agent runs it, listening on ``<run-dir>/cni.sock``; its
     ``stop`` also closes the kubelet client and the worker threads."""
+    pod_resources = PodResourcesClient(pod_resources_socket)
+    pod_resources.connect()  # in the background: the first ADD must not pay for it
     context = Context(slots=slots, vswitches=LiveVSwitches(vswitches),
-                      pod_resources=PodResourcesClient(pod_resources_socket), run_dir=run_dir,
+                      pod_resources=pod_resources, run_dir=run_dir,
                       devinfo_root=devinfo_root, allocations=allocations)
     return CniService(naming.cni_socket(run_dir), context, close_context=True).start()
 
@@ -251,6 +278,8 @@ class CniService:
                 if not self._peer_allowed(conn):
                     return
                 conn.settimeout(_READ_TIMEOUT)
+                env: dict[str, str] = {}
+                stdin = b""
                 try:
                     raw = self._read_all(conn)
                     env, stdin = decode_call(raw)
@@ -266,7 +295,8 @@ class CniService:
                 except OSError as exc:
                     # The shim gave up (runtime timeout): the call's effects stand; the
                     # runtime's DEL or GC will undo them.
-                    log.warning("CNI shim went away before the answer: %s", exc)
+                    log.warning("CNI shim went away before the answer %s error=%s",
+                                _who(env, stdin), exc)
         finally:
             with self._active_lock:
                 self._active.discard(threading.current_thread())

@@ -161,5 +161,17 @@ def main() -> int:
     return code
 
 
+def exit_now(code: int) -> None:
+    """End the process without the interpreter's teardown, which costs a CNI call about
+    1.5 ms (measured with bench/bench_cni.py's shim figures); the shim holds nothing that
+    needs it once its output is flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    posix._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

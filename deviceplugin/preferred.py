@@ -96,7 +96,8 @@ def preferred_allocation(available: Sequence[str], must_include: Sequence[str], 
     if need == 0:
         return must
 
-    candidates = available_set.difference(must)
+    candidates = available_set  # ours to change: no copy of thousands of IDs
+    candidates.difference_update(must)
     groups: dict[int | None, set[str]] = {}
     grouped = 0
     for node, members in layout.groups.items():

@@ -41,7 +41,7 @@ def numa_rows(status_file: Path, pmd_cpus: Set[int]) -> list[dict[str, Any]]:
     except (OSError, ValueError):
         status = {"pools": []}
     rows = []
-    for node in numa.discover("/sys").nodes:
+    for node in numa.discover("/sys", nics=False).nodes:
         pages = node.hugepage(2048)
         pools = [{"pool": pool["name"], "used": row["used"], "free": row["free"],
                   "total": row["total"]}

@@ -59,7 +59,7 @@ def app_cpus(numa_node: int | None, index: int) -> tuple[int, int]:
     cpus: list[int] = []
     if numa_node is not None:
         with contextlib.suppress(KeyError):
-            cpus = sorted(numa.discover("/sys").node(numa_node).cpus & allowed)
+            cpus = sorted(numa.discover("/sys", nics=False).node(numa_node).cpus & allowed)
     cpus = cpus or sorted(allowed)
     return cpus[(index + 1) % len(cpus)], cpus[index % len(cpus)]
 

@@ -28,7 +28,7 @@ from vswitch.api import (
 )
 from vswitch.ovs import ports as _ports
 from vswitch.ovs.commands import PlugPort, PlugRefused, Probe, UnplugPort, find_bridge_of
-from vswitch.ovs.connection import Connection
+from vswitch.ovs.connection import Connection, read_column
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class OvsVSwitch(VSwitch):
     @staticmethod
     def _find_port(tables: Any, name: str) -> tuple[Any, Any] | None:
         for port in tables["Port"].rows.values():
-            if port.name == name:
+            if read_column(port, "name") == name:
                 return port, find_bridge_of(tables, port)
         return None
 
@@ -173,10 +173,12 @@ class OvsVSwitch(VSwitch):
         def owned(tables: Any) -> list[PluggedPort]:
             found = []
             for bridge in tables["Bridge"].rows.values():
-                for port in bridge.ports:
-                    ids = dict(port.external_ids)
+                bridge_name = read_column(bridge, "name")
+                for port in read_column(bridge, "ports"):
+                    ids = read_column(port, "external_ids")
                     if _ports.is_ours(ids):
-                        found.append(_ports.plugged_from_tags(port.name, bridge.name, ids))
+                        found.append(_ports.plugged_from_tags(read_column(port, "name"),
+                                                              bridge_name, ids))
             return found
 
         return sorted(conn.read(owned), key=lambda p: p.device_id)
@@ -191,7 +193,7 @@ class OvsVSwitch(VSwitch):
             if found is None:
                 return None
             port, bridge = found
-            ids = dict(port.external_ids)
+            ids = read_column(port, "external_ids")
             if not _ports.is_ours(ids) or ids.get(TAG_DEVICE_ID) != device_id:
                 raise VSwitchError(
                     f"port {name} on OVS is not numanet's port for device_id={device_id} "
@@ -274,9 +276,9 @@ class OvsVSwitch(VSwitch):
             if not rows or next_cfg is None or rows[0].cur_cfg < next_cfg:
                 return None
             for iface in tables["Interface"].rows.values():
-                if iface.name == plan.name:
-                    error = _first(iface.error)
-                    ofport = _first(iface.ofport)
+                if read_column(iface, "name") == plan.name:
+                    error = _first(read_column(iface, "error"))
+                    ofport = _first(read_column(iface, "ofport"))
                     if error:
                         return "error", str(error)
                     if ofport is not None:

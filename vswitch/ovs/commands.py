@@ -12,6 +12,7 @@ from typing import Any
 from ovsdbapp.backend.ovs_idl import command, idlutils
 
 from vswitch.api import TAG_OWNER
+from vswitch.ovs.connection import read_column
 from vswitch.ovs.ports import OWNER_VALUE, PortPlan
 
 
@@ -21,7 +22,7 @@ class PlugRefused(RuntimeError):
 
 def find_bridge_of(tables: Any, port_row: Any) -> Any | None:
     for bridge in tables["Bridge"].rows.values():
-        if port_row in bridge.ports:
+        if port_row in read_column(bridge, "ports"):
             return bridge
     return None
 

@@ -94,14 +94,14 @@ def _bad(spec_device_id: str, what: str) -> VSwitchError:
 
 
 def _check_common(spec: PortSpec, default_bridge: str) -> str:
-    if not isinstance(spec.device_id, str) or not _ID_SAFE.match(spec.device_id):
+    if not isinstance(spec.device_id, str) or not _ID_SAFE.fullmatch(spec.device_id):
         raise VSwitchError(
             f"device ID {spec.device_id!r} is not usable: letters, digits, '.', ':', '-' only"
         )
     if len(spec.device_id) > 63:
         raise _bad(spec.device_id, "device ID is longer than 63 characters")
     bridge = spec.network or default_bridge
-    if not _ID_SAFE.match(bridge) or len(bridge) > PORT_NAME_LEN:
+    if not _ID_SAFE.fullmatch(bridge) or len(bridge) > PORT_NAME_LEN:
         raise _bad(
             spec.device_id,
             f"bridge name {bridge!r} must be 1-{PORT_NAME_LEN} letters, digits, '.', ':' or '-'",
@@ -129,7 +129,7 @@ def _check_common(spec: PortSpec, default_bridge: str) -> str:
         and MTU_MIN <= spec.mtu <= MTU_MAX
     ):
         raise _bad(spec.device_id, f"MTU {spec.mtu!r} is outside {MTU_MIN}-{MTU_MAX}")
-    if spec.mac is not None and not (isinstance(spec.mac, str) and _MAC.match(spec.mac.lower())):
+    if spec.mac is not None and not (isinstance(spec.mac, str) and _MAC.fullmatch(spec.mac.lower())):
         raise _bad(spec.device_id, f"MAC {spec.mac!r} is not of the form 02:00:00:00:00:01")
     if spec.ip_address:
         raise _bad(

@@ -180,7 +180,7 @@ class VppVSwitch(VSwitch):
         if not cpus:
             log.info("VPP reports no pinned polling thread; cannot tell its NUMA nodes")
             return None
-        nodes = numa.cpus_to_nodes(cpus, numa.discover(sysfs_root))
+        nodes = numa.cpus_to_nodes(cpus, numa.discover(sysfs_root, nics=False))
         return nodes or None
 
     def plug(self, spec: PortSpec) -> PluggedPort:
