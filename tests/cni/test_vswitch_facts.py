@@ -114,9 +114,6 @@ def test_replay_rewrites_numanet_json_when_ovs_plugs_the_memif_with_another_queu
     cni_bed.assert_clean()
 
 
-@pytest.mark.xfail(strict=True, reason="vswitch/ovs/backend.py returns the queue count of a "
-                   "port OVS kept as it was tagged at its first plug; the plug of an existing "
-                   "memif port must recompute it (and n_rxq) from the current pmd-cpu-mask")
 def test_replay_tells_the_container_the_new_queue_count_of_a_memif_port_ovs_kept(
         cni_bed, pod_netns, pmd_mask):
     old_mask, set_mask = pmd_mask

@@ -191,6 +191,38 @@ def test_plug_same_spec_twice_returns_the_existing_port(ovs_bench):
     assert bridge_ports(ovs_bench.ovs, ovs_bench.bridge) == [first.port_name]
 
 
+def test_plug_of_a_kept_memif_port_follows_a_changed_pmd_cpu_mask(ovs_bench):
+    # A replay after a pmd-cpu-mask change plugs the port OVS kept: OVS now sends on one
+    # queue per PMD thread (+ main thread), so n_rxq and the tag the CNI reads follow.
+    ovs = ovs_bench.ovs
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs to run two OVS PMD threads")
+    s = spec(ovs_bench, "mf-ovs-n0-010", kind="memif", role="slave")
+    first = ovs_bench.switch.plug(s)
+    assert first.tags["numanet-memif-queues"] == "2"
+    uuid = port(ovs, first.port_name)["_uuid"]
+
+    assert ovs_bench.switch.plug(s) == first  # same mask: nothing to change
+    two_pmds = hex((1 << cpus[0]) | (1 << cpus[1]))
+    ovs.vsctl("set", "Open_vSwitch", ".", f"other_config:pmd-cpu-mask={two_pmds}")
+    try:
+        again = ovs_bench.switch.plug(s)
+        assert again.tags["numanet-memif-queues"] == "3"
+        assert replace(again, tags={}) == replace(first, tags={})
+        iface = interface(ovs, first.port_name)
+        assert iface["options"]["n_rxq"] == "3"
+        assert iface["external_ids"]["numanet-memif-queues"] == "3"
+        assert iface["ofport"] > 0 and not iface["error"]  # vswitchd applied it
+        assert port(ovs, first.port_name)["external_ids"]["numanet-memif-queues"] == "3"
+        assert port(ovs, first.port_name)["_uuid"] == uuid  # updated, not recreated
+        assert ovs_bench.switch.ports() == [again]
+    finally:
+        ovs.vsctl("set", "Open_vSwitch", ".", f"other_config:pmd-cpu-mask={ovs.pmd_cpu_mask}")
+    assert ovs_bench.switch.plug(s).tags["numanet-memif-queues"] == "2"
+    assert interface(ovs, first.port_name)["options"]["n_rxq"] == "2"
+
+
 def test_plug_for_another_owner_is_refused(ovs_bench):
     s = spec(ovs_bench, "vu-ovs-n0-006")
     ovs_bench.switch.plug(s)

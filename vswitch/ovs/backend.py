@@ -13,12 +13,14 @@ import logging
 import os
 import stat
 import threading
+from dataclasses import replace
 from typing import Any
 
 from ovsdbapp import exceptions as ovsdbapp_exceptions
 
 from vswitch.api import (
     TAG_DEVICE_ID,
+    TAG_MEMIF_QUEUES,
     Health,
     PluggedPort,
     PortSpec,
@@ -27,7 +29,14 @@ from vswitch.api import (
     VSwitchUnavailable,
 )
 from vswitch.ovs import ports as _ports
-from vswitch.ovs.commands import PlugPort, PlugRefused, Probe, UnplugPort, find_bridge_of
+from vswitch.ovs.commands import (
+    PlugPort,
+    PlugRefused,
+    Probe,
+    SetMemifQueues,
+    UnplugPort,
+    find_bridge_of,
+)
 from vswitch.ovs.connection import Connection, read_column
 
 log = logging.getLogger(__name__)
@@ -211,7 +220,7 @@ class OvsVSwitch(VSwitch):
             conn = self._connection()
             existing = self._plugged(conn, spec.device_id)
             if existing is not None:
-                return self._replug(spec, plan, *existing)
+                return self._replug(conn, spec, plan, *existing)
             if spec.kind == "memif":
                 plan = _ports.with_memif_queues(
                     plan, _ports.memif_queue_pairs(self._other_config(conn, "pmd-cpu-mask"))
@@ -240,7 +249,12 @@ class OvsVSwitch(VSwitch):
             return _ports.plugged_from_tags(plan.name, plan.bridge, plan.port_external_ids)
 
     def _replug(
-        self, spec: PortSpec, plan: _ports.PortPlan, plugged: PluggedPort, ids: dict[str, str]
+        self,
+        conn: Connection,
+        spec: PortSpec,
+        plan: _ports.PortPlan,
+        plugged: PluggedPort,
+        ids: dict[str, str],
     ) -> PluggedPort:
         if plugged.owner != spec.owner:
             raise VSwitchError(
@@ -264,12 +278,70 @@ class OvsVSwitch(VSwitch):
             spec.owner.pod_namespace,
             spec.owner.pod_name,
         )
+        if spec.kind == "memif":
+            return self._refresh_memif_queues(conn, spec, plan, plugged)
         return plugged
 
+    def _refresh_memif_queues(
+        self, conn: Connection, spec: PortSpec, plan: _ports.PortPlan, plugged: PluggedPort
+    ) -> PluggedPort:
+        """A kept memif port gets the queue count of the PMD threads OVS runs now.
+
+        pmd-cpu-mask may have changed since the first plug (the agent replays after it);
+        the PMDs then send on queues the container never opened unless n_rxq and the tag
+        the container reads follow it.
+        """
+        pairs = _ports.memif_queue_pairs(self._other_config(conn, "pmd-cpu-mask"))
+        tagged = plugged.tags.get(TAG_MEMIF_QUEUES)
+        if tagged == str(pairs):
+            return plugged
+        results, next_cfg = self._commit(
+            conn,
+            f"memif queue update of {_describe(spec)} port {plan.name}",
+            SetMemifQueues(conn.api, plan.name, pairs),
+        )
+        if not results[0]:
+            raise VSwitchError(
+                f"port {plan.name} of {_describe(spec)} vanished from OVS while its memif "
+                "queues were updated (removed outside numanet?): plug it again"
+            )
+        self._check_applied(
+            conn,
+            plan,
+            next_cfg,
+            spec,
+            action=f"the memif queue update (n_rxq={pairs}) of",
+            refused=f"apply n_rxq={pairs} to",
+            aftermath=f"the database keeps n_rxq={pairs}",
+        )
+        log.info(
+            "memif queues of port %s changed %s -> %d, device_id=%s pod=%s/%s",
+            plan.name,
+            tagged or "-",
+            pairs,
+            spec.device_id,
+            spec.owner.pod_namespace,
+            spec.owner.pod_name,
+            extra={"device_id": spec.device_id, "port": plan.name},
+        )
+        return replace(plugged, tags={**plugged.tags, TAG_MEMIF_QUEUES: str(pairs)})
+
     def _check_applied(
-        self, conn: Connection, plan: _ports.PortPlan, next_cfg: int | None, spec: PortSpec
+        self,
+        conn: Connection,
+        plan: _ports.PortPlan,
+        next_cfg: int | None,
+        spec: PortSpec,
+        *,
+        action: str = "the plug of",
+        refused: str = "create",
+        aftermath: str = "the port was removed again",
     ) -> None:
-        """Wait for vswitchd to apply the port; raise when it refused it or is not there."""
+        """Wait for vswitchd to apply the port; raise when it refused it or is not there.
+
+        ``action``/``refused`` name the change in the timeout/error message, ``aftermath``
+        what the caller did about it.
+        """
 
         def outcome(tables: Any) -> tuple[str, str] | None:
             rows = list(tables["Open_vSwitch"].rows.values())
@@ -289,15 +361,15 @@ class OvsVSwitch(VSwitch):
         result = conn.wait_for(outcome, self.timeout)
         if result is None:
             raise VSwitchUnavailable(
-                f"ovs-vswitchd did not apply the plug of {_describe(spec)} port {plan.name} "
+                f"ovs-vswitchd did not apply {action} {_describe(spec)} port {plan.name} "
                 f"within {self.timeout:g} s (database {self.db}): check that ovs-vswitchd runs; "
-                "the port was removed again"
+                f"{aftermath}"
             )
         status, detail = result
         if status != "ok":
             raise VSwitchError(
-                f"OVS could not create port {plan.name} ({plan.iface_type}) for "
-                f"{_describe(spec)}: {detail}; the port was removed again"
+                f"OVS could not {refused} port {plan.name} ({plan.iface_type}) for "
+                f"{_describe(spec)}: {detail}; {aftermath}"
             )
 
     @staticmethod
@@ -492,7 +564,8 @@ class OvsVSwitch(VSwitch):
             return None
 
         text = self._other_config(conn, "pmd-cpu-mask")
-        topology = numa.discover(sysfs_root)
+        # Only the nodes: the agent polls this every second and NICs cost tens of ms.
+        topology = numa.discover(sysfs_root, nics=False)
         if not text:
             return frozenset(node.id for node in topology.nodes)
         try:

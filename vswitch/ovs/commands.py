@@ -1,4 +1,5 @@
-"""The ovsdbapp commands numanet runs: plug (bridge if missing + port + interface), unplug.
+"""The ovsdbapp commands numanet runs: plug (bridge if missing + port + interface), unplug,
+and the memif queue update of a port OVS kept.
 
 They run inside the connection thread, on its in-memory rows, so the existence checks
 and the inserts of one command see the same database state.
@@ -11,7 +12,7 @@ from typing import Any
 
 from ovsdbapp.backend.ovs_idl import command, idlutils
 
-from vswitch.api import TAG_OWNER
+from vswitch.api import TAG_MEMIF_QUEUES, TAG_OWNER
 from vswitch.ovs.connection import read_column
 from vswitch.ovs.ports import OWNER_VALUE, PortPlan
 
@@ -108,6 +109,28 @@ class UnplugPort(command.BaseCommand):  # type: ignore[misc]
         for iface in port.interfaces:
             iface.delete()
         port.delete()
+        self.result = True
+
+
+class SetMemifQueues(command.BaseCommand):  # type: ignore[misc]
+    """Set a memif port's receive queues (``options:n_rxq``) and its queue tag on the
+    Port and Interface together, so the count OVS uses and the one the container is
+    told never disagree in the database. Result False when the port is gone."""
+
+    def __init__(self, api: Any, name: str, pairs: int) -> None:
+        super().__init__(api)
+        self.name = name
+        self.pairs = str(pairs)
+
+    def run_idl(self, txn: Any) -> None:
+        port = idlutils.row_by_value(self.api.idl, "Port", "name", self.name, None)
+        if port is None:
+            self.result = False
+            return
+        port.setkey("external_ids", TAG_MEMIF_QUEUES, self.pairs)
+        for iface in port.interfaces:
+            iface.setkey("options", "n_rxq", self.pairs)
+            iface.setkey("external_ids", TAG_MEMIF_QUEUES, self.pairs)
         self.result = True
 
 

@@ -129,7 +129,9 @@ def _check_common(spec: PortSpec, default_bridge: str) -> str:
         and MTU_MIN <= spec.mtu <= MTU_MAX
     ):
         raise _bad(spec.device_id, f"MTU {spec.mtu!r} is outside {MTU_MIN}-{MTU_MAX}")
-    if spec.mac is not None and not (isinstance(spec.mac, str) and _MAC.fullmatch(spec.mac.lower())):
+    if spec.mac is not None and not (
+        isinstance(spec.mac, str) and _MAC.fullmatch(spec.mac.lower())
+    ):
         raise _bad(spec.device_id, f"MAC {spec.mac!r} is not of the form 02:00:00:00:00:01")
     if spec.ip_address:
         raise _bad(
