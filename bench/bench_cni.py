@@ -113,12 +113,13 @@ def percentile(samples: list[float], fraction: float) -> float:
 CPU: dict[str, list[float]] = {}
 
 
-def timed(cmd: list[str], env: dict[str, str], stdin: bytes = b"",
-          cpu_key: str | None = None) -> tuple[float, str]:
-    """Run ``cmd`` as a runtime would; its wall time and output (stdout and stderr)."""
+def exec_call(cmd: list[str], env: dict[str, str], stdin: bytes = b"",
+              stderr: int = subprocess.STDOUT) -> tuple[int, bytes, float, float]:
+    """Run ``cmd`` as a runtime would: (exit code, output, wall seconds, CPU seconds of
+    that process alone, from its own rusage)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env)
+                            stderr=stderr, env=env)
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(stdin)
     proc.stdin.close()
@@ -127,10 +128,17 @@ def timed(cmd: list[str], env: dict[str, str], stdin: bytes = b"",
     _, status, usage = os.wait4(proc.pid, 0)  # reaped here, for its own rusage
     elapsed = time.perf_counter() - start
     proc.returncode = code = os.waitstatus_to_exitcode(status)
+    return code, out, elapsed, usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str], env: dict[str, str], stdin: bytes = b"",
+          cpu_key: str | None = None) -> tuple[float, str]:
+    """Run ``cmd`` as a runtime would; its wall time and output (stdout and stderr)."""
+    code, out, elapsed, cpu = exec_call(cmd, env, stdin)
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {code}): {out.decode()[:600]}")
     if cpu_key is not None:
-        CPU.setdefault(cpu_key, []).append(usage.ru_utime + usage.ru_stime)
+        CPU.setdefault(cpu_key, []).append(cpu)
     return elapsed, out.decode()
 
 

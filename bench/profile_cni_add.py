@@ -89,16 +89,8 @@ def _process_cpu() -> float:
 
 def _run(cmd: list[str], env: dict[str, str], stdin: bytes) -> tuple[int, bytes, float]:
     """(exit code, stdout, CPU seconds of that process alone)."""
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=env)
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(stdin)
-    proc.stdin.close()
-    out = proc.stdout.read()
-    proc.stdout.close()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, out, usage.ru_utime + usage.ru_stime
+    code, out, _, cpu = bench_cni.exec_call(cmd, env, stdin, stderr=subprocess.DEVNULL)
+    return code, out, cpu
 
 
 def main() -> int:
