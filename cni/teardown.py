@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,6 +59,7 @@ def teardown(ctx: Context, req: CniRequest, record: AttachmentRecord,
     try:
         if slot is not None:
             remove_file(config_path(slot))
+            _remove_stale_socket(slot)
         if record.device_info_file:
             remove_file(Path(record.device_info_file))
     except OSError as exc:
@@ -67,6 +70,23 @@ def teardown(ctx: Context, req: CniRequest, record: AttachmentRecord,
         ctx.records.delete(record.device_id)
         log.info("attachment removed %s network=%s", what, record.network)
     return failures
+
+
+def _remove_stale_socket(slot: Slot) -> None:
+    """The socket a container (vhost-user server, memif master) left in the slot directory.
+
+    Its process is gone by DEL, but the file is not: the next pod given this slot would
+    fail to bind ("Address already in use"). Only a socket is removed; anything else with
+    that name is not ours to delete.
+    """
+    path = slot.host_socket
+    if path is None:
+        return
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def record_netconf(record: AttachmentRecord) -> NetConf | None:

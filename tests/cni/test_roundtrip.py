@@ -135,6 +135,40 @@ def test_dpdk_nic_gets_address_and_device_info_without_a_port(cni_bed, pod_netns
     cni_bed.assert_clean()
 
 
+def test_del_removes_the_socket_the_container_left_so_the_next_pod_can_bind(cni_bed,
+                                                                          pod_netns):
+    """A vhost-user server container binds <slot>/sock; after it is gone the file stays,
+    and the next pod on the slot would get EADDRINUSE. DEL clears it (sockets only)."""
+    import socket
+
+    dev = cni_bed.slots.device_id("vhostuser-ovs", 0)
+    slot = cni_bed.allocate("default", "pod-a", dev)
+    conf = cni_bed.netconf(dev)
+    add = cni_bed.cni("ADD", conf, "c0ffee0a", netns_path=pod_netns.path)
+    assert add.rc == 0, add.stdout
+    app = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # the container's DPDK app
+    app.bind(str(slot.host_socket))
+    app.listen(1)
+    app.close()  # the app exits; the socket file stays behind
+    assert stat.S_ISSOCK(os.lstat(slot.host_socket).st_mode)
+
+    delete = cni_bed.cni("DEL", conf, "c0ffee0a", netns_path=pod_netns.path)
+    assert delete.rc == 0, delete.stdout
+    assert not slot.host_socket.exists()
+    cni_bed.assert_clean()
+    # The next pod's app can bind the same path.
+    cni_bed.allocate("default", "pod-b", dev)
+    add = cni_bed.cni("ADD", conf, "c0ffee0b", netns_path=pod_netns.path,
+                      pod=("default", "pod-b"))
+    assert add.rc == 0, add.stdout
+    app = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    app.bind(str(slot.host_socket))
+    app.close()
+    assert cni_bed.cni("DEL", conf, "c0ffee0b", netns_path=pod_netns.path,
+                       pod=("default", "pod-b")).rc == 0
+    cni_bed.assert_clean()
+
+
 def test_del_of_a_nic_asks_no_vswitch(cni_bed, pod_netns, absent_vpp):
     """A NIC has no port: its DEL, repeated as runtimes do, succeeds while a vSwitch is
     down, because no vSwitch is asked about it."""
