@@ -4,8 +4,9 @@ Everything real except the kubelet: a private OVS-DPDK, host-local IPAM, a netwo
 namespace, the CNI service in its own process (as in the agent: long-lived ovsdbapp
 connection, kubelet pod-resources check over gRPC), and the shim executed per call
 exactly as a runtime does. Each cycle runs, against the same OVS and bridge:
-  CNI ADD + DEL through the installed plugin (python -m cni.install: one file, #!python3 -IS,
-                                              the host's python3 as install-cni.sh picks it)
+  CNI ADD + DEL through the installed plugin (python -m cni.install: #!python3 -IS launcher
+                                              + precompiled shim, the host's python3 as
+                                              install-cni.sh picks it)
   CNI ADD + DEL through the console script   (.venv/bin/numanet-cni, python with site)
   ovs-vsctl add-port + del-port              (same port type: dpdkvhostuserclient)
 Then: CPU time per call of the plugin, the agent and ovs-vsctl, the service process's RSS,

@@ -1,7 +1,7 @@
 """Where a CNI ADD's time goes, phase by phase (the companion of bench_cni.py).
 
 The same parts as bench_cni.py (private OVS-DPDK, host-local IPAM in a network namespace,
-the pod-resources stand-in, the shim installed as a single file and exec'd per call), but
+the pod-resources stand-in, the shim installed by cni.install and exec'd per call), but
 the CNI service runs in this process so that its steps can be timed: each step is wrapped
 by name and its wall time recorded per ADD. Printed: the median (and p90) of each step
 over the ADDs, the moments the service starts and ends the call as seen from the shim's

@@ -150,8 +150,10 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
     """Plug the port in this thread while a worker runs IPAM ADD and writes the
     device-info file: the two are independent, and the plug mostly waits for
     ovs-vswitchd. A memif in mode ip is the exception: the vSwitch's side needs an
-    address on the pod's subnet, so IPAM runs first. numanet.json comes last, as it
-    carries what both found (the IPs, and the memif queue count the vSwitch chose).
+    address on the pod's subnet, so IPAM runs first. numanet.json carries the IPs and, for
+    a memif, the queue count the vSwitch chose: a memif's is written after the plug, any
+    other's by the worker once IPAM is done, while the plug still waits (the container does
+    not start before ADD answers, and an undo removes the file either way).
     ``done`` gets "ipam" once a lease is held, so a failure knows whether to release it.
     Returns the IPAM result and the vSwitch side's address (mode ip, else None)."""
 
@@ -179,7 +181,14 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
         write_container_config(slot, view)
         return result, vswitch_side
 
-    pending = ctx.executor.submit(address)
+    def address_and_config() -> IpamResult:
+        result = address()
+        write_container_config(slot, ContainerView(conf.name, req.ifname, mac, result,
+                                                   conf.mtu))
+        return result
+
+    memif = slot.kind == "memif"
+    pending = ctx.executor.submit(address if memif else address_and_config)
     plug_error: BaseException | None = None
     try:
         if backend is not None:
@@ -196,9 +205,9 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
         result = IpamResult()
     if plug_error is not None:
         raise plug_error
-    view = ContainerView(conf.name, req.ifname, mac, result, conf.mtu,
-                         queues=memif_queues(plugged) if slot.kind == "memif" else None)
-    write_container_config(slot, view)
+    if memif:
+        write_container_config(slot, ContainerView(conf.name, req.ifname, mac, result,
+                                                   conf.mtu, queues=memif_queues(plugged)))
     return result, None
 
 

@@ -9,7 +9,8 @@ naming the socket, and the runtime retries.
 Start-up time is paid by every pod network, so the way through imports only built-in
 modules (``sys``, ``posix``, ``_socket``: not even ``os`` or ``json``), works on the raw
 bytes environment, and talks a tiny binary framing instead of JSON. The file is
-self-contained, so it also runs alone as ``python3 -IS numanet`` (see ``cni.install``).
+self-contained: ``cni.install`` installs it with its bytecode beside a launcher that runs
+``main`` under ``python3 -IS``, and it also runs alone as ``python3 -IS shim.py``.
 
 Framing, one call per connection: ``numanet-cni 1\\n``, then ``KEY=VALUE\\0`` for each
 CNI variable, an empty ``\\0``, then stdin to the end (the shim half-closes). Answer:

@@ -1,7 +1,9 @@
 #!/bin/sh
 # numanet-install-cni: the agent's init container. Installs the CNI shim on the host as
-# $HOST_ROOT/opt/cni/bin/numanet, a single stdlib-only Python file whose #! line names the
-# HOST's python3 (Multus executes it on the host, outside this image).
+# $HOST_ROOT/opt/cni/bin/numanet, a stdlib-only Python launcher whose #! line names the
+# HOST's python3 (Multus executes it on the host, outside this image), and beside it
+# .numanet/ with the shim and its bytecode (compiled here; a host python of another
+# version compiles the source itself, and caches its own bytecode there).
 #
 # Environment: HOST_ROOT (default /host) where the host's /usr, /opt/cni/bin and
 # /etc/cni/net.d are mounted; NUMANET_HOST_PYTHON to force the interpreter path (as the

@@ -1,9 +1,13 @@
 """The shim on its own: stdlib only, VERSION without the agent, agents that misbehave,
-and the single-file install (``python -m cni.install``) working end to end."""
+and the install (``python -m cni.install``: a launcher and the shim's precompiled
+bytecode) working end to end, with the source as the fallback when the bytecode is not
+for the interpreter or not for the source."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -14,7 +18,7 @@ import pytest
 from helpers.cni_shim import SHIM
 
 from cni import errors, netconf, shim
-from cni.install import install
+from cni.install import MODULE, install, private_dir
 
 FORBIDDEN = ("grpc", "google", "ovsdbapp", "yaml", "deviceplugin", "vswitch", "protos", "json",
              "socket", "re", "os", "enum")
@@ -126,7 +130,7 @@ def test_agent_exit_code_and_stdout_are_relayed(tmp_path):
     assert rc == 1 and out == '{"code": 7, "msg": "x"}'
 
 
-def test_installed_single_file_plugin_round_trip(cni_bed, pod_netns, tmp_path):
+def test_installed_plugin_round_trip(cni_bed, pod_netns, tmp_path):
     """``python -m cni.install`` output, run with -IS as /opt/cni/bin/numanet would be."""
     plugin = install(tmp_path / "bin" / "numanet")
     assert plugin.read_text().splitlines()[0] == f"#!{sys.executable} -IS"
@@ -141,3 +145,95 @@ def test_installed_single_file_plugin_round_trip(cni_bed, pod_netns, tmp_path):
     rc, out = run([str(plugin)], env, json.dumps(cni_bed.netconf(dev)).encode())
     assert rc == 0, out
     cni_bed.assert_clean()
+
+
+def _installed(tmp_path: Path) -> tuple[Path, Path, Path]:
+    plugin = install(tmp_path / "bin" / "numanet")
+    source = private_dir(plugin) / f"{MODULE}.py"
+    return plugin, source, Path(importlib.util.cache_from_source(str(source)))
+
+
+def _version_import_trace(plugin: Path) -> tuple[str, str]:
+    """VERSION through the plugin under ``-v``: (stdout, the import system's trace)."""
+    done = subprocess.run([sys.executable, "-IS", "-v", str(plugin)], input=b"{}",
+                          env={"PATH": "/usr/bin:/bin", "CNI_COMMAND": "VERSION"},
+                          capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    return done.stdout.decode(), done.stderr.decode()
+
+
+def test_install_lays_out_launcher_shim_and_bytecode(tmp_path):
+    plugin, source, cached = _installed(tmp_path)
+    lib = private_dir(plugin)
+    assert lib == tmp_path / "bin" / ".numanet"
+    assert source.read_text() == Path(shim.__file__).read_text()
+    assert cached.read_bytes()[:4] == importlib.util.MAGIC_NUMBER
+    for directory in (lib, cached.parent):  # root runs what they hold
+        assert directory.stat().st_mode & 0o777 == 0o755
+    for path in (source, cached):
+        assert path.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in lib.iterdir()) == ["__pycache__", f"{MODULE}.py"]
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]
+
+
+def test_installed_plugin_runs_the_precompiled_shim(tmp_path):
+    plugin, source, cached = _installed(tmp_path)
+    before = cached.stat()
+    out, trace = _version_import_trace(plugin)
+    assert json.loads(out)["supportedVersions"] == list(netconf.SUPPORTED_VERSIONS)
+    assert f"code object from '{cached}'" in trace  # not compiled from the source
+    after = cached.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_bytecode_of_another_interpreter_falls_back_to_the_source(tmp_path):
+    """A host python whose magic number differs from the installer's compiles the source,
+    and caches its own bytecode for the next call."""
+    plugin, _, cached = _installed(tmp_path)
+    foreign = bytearray(cached.read_bytes())
+    foreign[:2] = (int.from_bytes(foreign[:2], "little") ^ 0x5A5A).to_bytes(2, "little")
+    cached.write_bytes(bytes(foreign))
+    out, trace = _version_import_trace(plugin)
+    assert json.loads(out)["cniVersion"] == "1.1.0"
+    assert "bad magic number" in trace
+    assert cached.read_bytes()[:4] == importlib.util.MAGIC_NUMBER
+    out, trace = _version_import_trace(plugin)
+    assert f"code object from '{cached}'" in trace
+
+
+def test_bytecode_of_another_source_is_not_run(tmp_path):
+    """The bytecode is hash-checked against the source beside it: a source replaced under
+    it (a reinstall in progress, a hand edit) is what runs."""
+    plugin, source, cached = _installed(tmp_path)
+    stat = source.stat()
+    text = source.read_text()
+    edited = text.replace('SPEC_VERSION = "1.1.0"', 'SPEC_VERSION = "9.9.9"')
+    assert edited != text and len(edited) == len(text)
+    source.write_text(edited)
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
+    out, _ = _version_import_trace(plugin)
+    assert json.loads(out)["cniVersion"] == "9.9.9"
+
+
+def test_reinstall_replaces_the_bytecode_of_every_interpreter(tmp_path):
+    plugin, source, cached = _installed(tmp_path)
+    other = cached.with_name(f"{MODULE}.cpython-39.pyc")  # the host's own, from an old source
+    other.write_bytes(b"stale")
+    os.chmod(private_dir(plugin), 0o777)
+    old_umask = os.umask(0)
+    try:
+        assert install(plugin) == plugin
+    finally:
+        os.umask(old_umask)
+    assert not other.exists()
+    assert private_dir(plugin).stat().st_mode & 0o777 == 0o755
+    assert cached.read_bytes()[:4] == importlib.util.MAGIC_NUMBER
+    rc, out = run([str(plugin)], {"CNI_COMMAND": "VERSION"}, b"{}")
+    assert rc == 0 and json.loads(out)["cniVersion"] == "1.1.0"
+
+
+def test_install_refuses_an_interpreter_the_hash_bang_line_cannot_hold(tmp_path):
+    for python in ("python3", "/opt/my python/bin/python3"):
+        with pytest.raises(ValueError, match="absolute path without spaces"):
+            install(tmp_path / "bin" / "numanet", python)
+    assert not (tmp_path / "bin").exists()

@@ -106,4 +106,9 @@ def test_reinstall_replaces_the_plugin_atomically(tmp_path: Path):
     inode = plugin.stat().st_ino
     assert _install(host).returncode == 0
     assert plugin.stat().st_ino != inode  # renamed into place, never rewritten in place
-    assert [p.name for p in plugin.parent.iterdir()] == ["numanet"]  # no temp file left
+    # The launcher and its private directory (the shim and its bytecode); no temp file left.
+    assert sorted(p.name for p in plugin.parent.iterdir()) == [".numanet", "numanet"]
+    assert sorted(str(p.relative_to(plugin.parent)) for p in plugin.parent.rglob("*")
+                  if p.is_file()) == [".numanet/__pycache__/numanet_shim."
+                                      f"{sys.implementation.cache_tag}.pyc",
+                                      ".numanet/numanet_shim.py", "numanet"]
