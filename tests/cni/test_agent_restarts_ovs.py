@@ -21,20 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.cni_shim import CNI_BIN, CniCall, leases, require_host_local, run_shim
-from helpers.deviceplugin import AgentHarness, short_dir
+from helpers.agent_node import AgentNode, RestartableAgentHarness
+from helpers.cni_shim import CniCall, require_host_local
+from helpers.deviceplugin import short_dir
 from helpers.netns import NetNS, netns
 from helpers.ovs import eventually, private_ovs, rows, started_private_ovs, unique_bridge
 from helpers.sysfs import HUGE_2M, NodeSpec, build_sysfs
 
-import vswitch
 from deviceplugin import naming
-from deviceplugin.agent import Agent
-from deviceplugin.config import Config
-from deviceplugin.kubelet_standin import ContainerSpec, KubeletStandin
-from deviceplugin.kubelet_standin.podresources import PodResourcesStandIn
-from deviceplugin.vswitches import endpoint_of
-from vswitch.api import TAG_DEVICE_ID, VSwitch
+from vswitch.api import TAG_DEVICE_ID
 from vswitch.ovs.private import PrivateOvs
 
 __all__ = ["private_ovs"]
@@ -53,70 +48,20 @@ pools:
 """
 
 
-class OvsAgentHarness(AgentHarness):
-    """The harness with the agent's own factory: each agent start builds a new OVS backend
-    from the config file, so a restarted agent knows only what OVS and its disk tell it."""
-
-    created: list[VSwitch]
-    agent: Agent | None
-
-    def _factory(self, name: str, config: Config) -> VSwitch:
-        backend = vswitch.create(name, **endpoint_of(name, config))
-        self.created.append(backend)
-        return backend
-
-    def stop_agent(self) -> None:
-        """Stop the agent as SIGTERM does; the kubelet stand-in keeps running."""
-        assert self.agent is not None
-        self.agent.stop()
-        self.agent = None
-
-    def start_agent(self) -> None:
-        assert self.agent is None
-        self._start_agent()
-
-
 @dataclass
-class OvsNode:
-    ovs: PrivateOvs
-    bridge: str
-    root: Path
-    harness: OvsAgentHarness
-    pod_resources: PodResourcesStandIn | None = None
-    network: str = "ovs-restart-net"
-    pods: dict[str, str] = field(default_factory=dict)  # pod -> device ID
-
-    @property
-    def run_dir(self) -> Path:
-        return self.harness.run_dir
-
-    @property
-    def ipam_dir(self) -> Path:
-        return self.root / "ipam"
-
-    @property
-    def agent(self) -> Agent:
-        assert self.harness.agent is not None
-        return self.harness.agent
-
-    @property
-    def kubelet(self) -> KubeletStandin:
-        assert self.harness.kubelet is not None
-        return self.harness.kubelet
+class OvsNode(AgentNode):
+    ovs: PrivateOvs = field(kw_only=True)
+    bridge: str = field(kw_only=True)
 
     def cni_devinfo_file(self, pod: str) -> Path:
-        # The agent confines CNIDeviceInfoFile to <devinfo root>/cni.
-        return self.harness.devinfo_dir.parent / "cni" / f"{self.network}-{pod}-net1.json"
+        return self.cni_devinfo_dir / f"{self.network}-{pod}-net1.json"
 
     def plugin_devinfo_file(self, device_id: str) -> Path:
         return naming.devinfo_path(RESOURCE, device_id, self.harness.devinfo_dir)
 
-    def admit(self, pod: str) -> str:
+    def admit(self, pod: str) -> str:  # type: ignore[override]
         """The kubelet admits a pod asking for one slot (Allocate over gRPC)."""
-        self.kubelet.admit_pod("default", pod, [ContainerSpec("app", {RESOURCE: 1})])
-        [device_id] = [a.device_ids[0] for a in self.kubelet.allocations if a.pod_name == pod]
-        self.pods[pod] = device_id
-        return device_id
+        return super().admit(pod, RESOURCE)
 
     def netconf(self, pod: str) -> dict[str, Any]:
         return {"cniVersion": "1.1.0", "name": self.network, "type": "numanet",
@@ -125,14 +70,9 @@ class OvsNode:
                          "ranges": [[{"subnet": "10.79.0.0/24"}]]},
                 "runtimeConfig": {"CNIDeviceInfoFile": str(self.cni_devinfo_file(pod))}}
 
-    def cni(self, command: str, conf: dict[str, Any], pod: str, netns_path: str = "") -> CniCall:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command,
-               "CNI_CONTAINERID": f"c-{pod}", "CNI_IFNAME": "net1", "CNI_PATH": CNI_BIN,
-               "NUMANET_CNI_SOCKET": str(naming.cni_socket(self.run_dir)),
-               "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"}
-        if netns_path:
-            env["CNI_NETNS"] = netns_path
-        return run_shim(env, conf)
+    def cni(self, command: str, conf: dict[str, Any], pod: str,  # type: ignore[override]
+            netns_path: str = "") -> CniCall:
+        return super().cni(command, conf, f"c-{pod}", pod, netns_path)
 
     def plug_pod(self, pod: str, ns: NetNS) -> tuple[str, dict[str, Any]]:
         """Admit ``pod`` and ADD its network; (device ID, config with prevResult)."""
@@ -162,12 +102,6 @@ class OvsNode:
     def container_config(self, device_id: str) -> Path:
         return naming.slot_dir(self.run_dir, device_id) / naming.CONTAINER_CONFIG_NAME
 
-    def records(self) -> list[str]:
-        return sorted(p.stem for p in (self.run_dir / "cni").glob("*.json"))
-
-    def leases(self) -> list[str]:
-        return leases(self.ipam_dir, self.network)
-
     def status(self) -> dict[str, Any]:
         """``numanet status --json`` as a user runs it."""
         done = subprocess.run([str(NUMANET), "status", "--json", "--run-dir", str(self.run_dir)],
@@ -194,9 +128,9 @@ def _make_node(ovs: PrivateOvs) -> OvsNode:
                                                  hugepages={HUGE_2M: (512, 512)})])
     bridge = unique_bridge("r")
     config = CONFIG.replace("@DB@", ovs.db).replace("@BRIDGE@", bridge)
-    harness = OvsAgentHarness(root=root, sysfs=sysfs, config_text=config)
-    harness.created = []
-    return OvsNode(ovs=ovs, bridge=bridge, root=root, harness=harness)
+    harness = RestartableAgentHarness(root=root, sysfs=sysfs, config_text=config)
+    return OvsNode(root=root, harness=harness, network="ovs-restart-net", ovs=ovs,
+                   bridge=bridge)
 
 
 @contextmanager
@@ -206,8 +140,7 @@ def running_node(ovs: PrivateOvs) -> Iterator[OvsNode]:
     node = _make_node(ovs)
     try:
         node.harness.start()
-        node.pod_resources = PodResourcesStandIn(node.agent.options.pod_resources,
-                                                 node.kubelet.pod_allocations).start()
+        node.start_pod_resources()
         node.harness.wait_devices(RESOURCE, all_healthy, timeout=10)
         yield node
     finally:

@@ -18,17 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.cni_shim import CNI_BIN, CniCall, leases, require_host_local, run_shim
-from helpers.deviceplugin import AgentHarness, short_dir
+from helpers.agent_node import AgentNode, RestartableAgentHarness
+from helpers.cni_shim import require_host_local
+from helpers.deviceplugin import short_dir
 from helpers.sysfs import HUGE_2M, NodeSpec, build_sysfs
 
-import vswitch
 from deviceplugin import naming
-from deviceplugin.agent import Agent
-from deviceplugin.config import Config
-from deviceplugin.kubelet_standin import ContainerSpec
-from deviceplugin.kubelet_standin.podresources import PodResourcesStandIn
-from deviceplugin.vswitches import endpoint_of
 from tests.vswitch.vpp_fake import FakeVpp
 from tests.vswitch.vpp_timing import FAST
 from vswitch.api import VSwitch
@@ -61,77 +56,13 @@ def config_text(api_socket: Path, extra_pools: str = "", ovs: str = "") -> str:
             f"vswitches:\n{vswitches}pools:\n{POOLS}{extra_pools}")
 
 
-class VppAgentHarness(AgentHarness):
-    """The harness with the agent's own factory: backends come from the config file."""
-
-    created: list[VSwitch]
-    agent: Agent | None
-
-    def stop_agent(self) -> None:
-        """Stop the agent the way SIGTERM does; the kubelet stand-in keeps running."""
-        assert self.agent is not None
-        self.agent.stop()
-        self.agent = None
-
-    def start_agent(self) -> None:
-        """A new agent process's worth of objects: new monitor, new backends, same dirs."""
-        assert self.agent is None
-        self.agent = Agent(self.options())
-        self.agent.vswitch_monitor.interval = 0.1
-        self.agent.start()
-
-    def _factory(self, name: str, config: Config) -> VSwitch:
-        if name in self.vswitches:
-            return self.vswitches[name]
-        tunables: dict[str, Any] = dict(FAST) if name == "vpp" else {}
-        backend = vswitch.create(name, **endpoint_of(name, config), **tunables)
-        self.created.append(backend)
-        return backend
-
-
 @dataclass
-class VppNode:
-    root: Path
-    vpp: FakeVpp
-    harness: VppAgentHarness
-    pod_resources: PodResourcesStandIn | None = None
-    network: str = "vpp-net"
-    pods: dict[str, str] = field(default_factory=dict)  # pod name -> device ID
+class VppNode(AgentNode):
+    vpp: FakeVpp = field(kw_only=True)
 
-    @property
-    def run_dir(self) -> Path:
-        return self.harness.run_dir
-
-    @property
-    def ipam_dir(self) -> Path:
-        return self.root / "ipam"
-
-    @property
-    def cni_devinfo_dir(self) -> Path:
-        # The agent confines CNIDeviceInfoFile to <devinfo root>/cni; its devinfo root is the
-        # parent of the device plugin's devinfo directory.
-        return self.harness.devinfo_dir.parent / "cni"
-
-    @property
-    def kubelet(self) -> Any:
-        assert self.harness.kubelet is not None
-        return self.harness.kubelet
-
-    @property
-    def agent(self) -> Any:
-        assert self.harness.agent is not None
-        return self.harness.agent
-
-    def start_pod_resources(self) -> None:
-        self.pod_resources = PodResourcesStandIn(self.agent.options.pod_resources,
-                                                 self.kubelet.pod_allocations).start()
-
-    def admit(self, pod: str, pool: str) -> str:
+    def admit(self, pod: str, pool: str) -> str:  # type: ignore[override]
         """The kubelet admits a pod asking for one device of ``pool`` (Allocate over gRPC)."""
-        self.kubelet.admit_pod("default", pod, [ContainerSpec("app", {resource(pool): 1})])
-        [device_id] = [a.device_ids[0] for a in self.kubelet.allocations if a.pod_name == pod]
-        self.pods[pod] = device_id
-        return device_id
+        return super().admit(pod, resource(pool))
 
     def netconf(self, pod: str, pool: str, **extra: Any) -> dict[str, Any]:
         conf: dict[str, Any] = {
@@ -144,18 +75,6 @@ class VppNode:
         }
         conf.update(extra)
         return conf
-
-    def cni(self, command: str, conf: dict[str, Any], container: str, pod: str,
-            netns_path: str = "") -> CniCall:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command,
-               "CNI_CONTAINERID": container, "CNI_IFNAME": "net1", "CNI_PATH": CNI_BIN,
-               "NUMANET_CNI_SOCKET": str(naming.cni_socket(self.run_dir)),
-               "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"}
-        if netns_path:
-            env["CNI_NETNS"] = netns_path
-        if command == "GC":  # GC is about a network, not one container
-            del env["CNI_CONTAINERID"], env["CNI_IFNAME"], env["CNI_ARGS"]
-        return run_shim(env, conf)
 
     # -- what the stand-in VPP holds -----------------------------------------------------
 
@@ -178,11 +97,6 @@ class VppNode:
         with self.vpp._lock:
             return {bd.tag: set(bd.members) for bd in self.vpp.state.bds.values()}
 
-    def leases(self) -> list[str]:
-        return leases(self.ipam_dir, self.network)
-
-    def records(self) -> list[str]:
-        return sorted(p.stem for p in (self.run_dir / "cni").glob("*.json"))
 
 
 def make_node(config: str | None = None, vswitches: dict[str, VSwitch] | None = None,
@@ -198,11 +112,12 @@ def make_node(config: str | None = None, vswitches: dict[str, VSwitch] | None = 
     fake = FakeVpp(str(api_socket))
     if start_vpp:
         fake.start()
-    harness = VppAgentHarness(root=root, sysfs=sysfs,
-                              config_text=config or config_text(api_socket),
-                              vswitches=dict(vswitches or {}))
-    harness.created = []
-    return VppNode(root=root, vpp=fake, harness=harness)
+    # Only the backend's reconnect timings are shortened, so that restarts take milliseconds.
+    harness = RestartableAgentHarness(root=root, sysfs=sysfs,
+                                      config_text=config or config_text(api_socket),
+                                      vswitches=dict(vswitches or {}),
+                                      backend_options={"vpp": dict(FAST)})
+    return VppNode(root=root, harness=harness, network="vpp-net", vpp=fake)
 
 
 def stop_node(node: VppNode) -> None:
