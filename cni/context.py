@@ -46,7 +46,7 @@ class Context:
     # When set, GC releases the allocations of devices no pod holds any more: the
     # kubelet never tells a device plugin that a device was freed.
     allocations: Allocations | None = None
-    # Runs IPAM ADD beside the vSwitch plug; sized for the parallel ADDs of a node.
+    # Runs IPAM ADD and DEL beside the vSwitch plug and unplug; sized for a node's parallel calls.
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=16,
                                                    thread_name_prefix="cni-ipam"))

@@ -4,10 +4,12 @@ attachment goes last, so whatever could not be undone is still known to a retry.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +37,14 @@ def teardown(ctx: Context, req: CniRequest, record: AttachmentRecord,
     failures: list[CniError] = []
     what = record.what
     slot = ctx.slots.slot(record.device_id)
+    # IPAM's release and the unplug are independent and each mostly waits (an exec'd
+    # plugin, ovs-vswitchd applying the change): run them side by side.
+    release: Callable[[], None] | None = None
+    if ipam_conf is not None and ipam_conf.ipam_type:
+        try:
+            release = ctx.executor.submit(_release_address, ctx, req, record, ipam_conf).result
+        except RuntimeError:  # the agent is stopping and its pool is shut: release inline
+            release = functools.partial(_release_address, ctx, req, record, ipam_conf)
     for switch in _switches_holding(ctx, slot):
         try:
             port = find_port(switch, record.device_id, what)
@@ -47,13 +57,9 @@ def teardown(ctx: Context, req: CniRequest, record: AttachmentRecord,
             failures.append(exc)
         except VSwitchError as exc:
             failures.append(vswitch_error(exc, f"unplug of {what}"))
-    if ipam_conf is not None and ipam_conf.ipam_type:
-        ipam_req = replace(req, container_id=record.container_id, ifname=record.ifname,
-                           netns=record.netns, path=req.path or record.cni_path,
-                           args=replace(req.args, raw=record.cni_args)
-                           if req.container_id != record.container_id else req.args)
+    if release is not None:
         try:
-            ctx.ipam.delete(ipam_req, ipam_conf)
+            release()
         except CniError as exc:
             failures.append(exc)
     try:
@@ -70,6 +76,16 @@ def teardown(ctx: Context, req: CniRequest, record: AttachmentRecord,
         ctx.records.delete(record.device_id)
         log.info("attachment removed %s network=%s", what, record.network)
     return failures
+
+
+def _release_address(ctx: Context, req: CniRequest, record: AttachmentRecord,
+                     ipam_conf: NetConf) -> None:
+    """IPAM DEL for the attachment as it was added (its container, ifname, netns, args)."""
+    ipam_req = replace(req, container_id=record.container_id, ifname=record.ifname,
+                       netns=record.netns, path=req.path or record.cni_path,
+                       args=replace(req.args, raw=record.cni_args)
+                       if req.container_id != record.container_id else req.args)
+    ctx.ipam.delete(ipam_req, ipam_conf)
 
 
 def _remove_stale_socket(slot: Slot) -> None:

@@ -360,3 +360,33 @@ def test_socket_is_root_only(cni_bed):
     mode = os.stat(cni_bed.socket).st_mode
     assert stat.S_ISSOCK(mode)
     assert stat.S_IMODE(mode) == 0o600
+
+
+def test_teardown_while_the_agent_stops_still_releases_the_address(cni_bed, pod_netns):
+    """DEL's IPAM release runs beside the unplug on the agent's pool; once that pool is
+    shut (the agent stopping while a replay tears an attachment down) it runs inline."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cni.records import AttachmentRecord
+    from cni.request import parse_request
+    from cni.teardown import record_netconf, teardown
+
+    dev = cni_bed.slots.device_id("vhostuser-ovs", 0)
+    cni_bed.allocate("default", "pod-a", dev)
+    conf = cni_bed.netconf(dev)
+    add = cni_bed.cni("ADD", conf, "c0ffee0c", netns_path=pod_netns.path)
+    assert add.rc == 0, add.stdout
+    assert cni_bed.leases()
+    record = cni_bed.context.records.get(dev)
+    assert isinstance(record, AttachmentRecord)
+    env = cni_bed.env("DEL", "c0ffee0c", "net1", pod_netns.path, ("default", "pod-a"))
+    request = parse_request(env, json.dumps(conf).encode())
+    pool = cni_bed.context.executor
+    shut = ThreadPoolExecutor(max_workers=1)
+    shut.shutdown()
+    cni_bed.context.executor = shut
+    try:
+        assert teardown(cni_bed.context, request, record, record_netconf(record)) == []
+    finally:
+        cni_bed.context.executor = pool
+    cni_bed.assert_clean()
