@@ -7,8 +7,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import stat
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +21,7 @@ from cni.records import AttachmentRecord
 from cni.request import CniRequest
 from deviceplugin.slots import Slot
 from vswitch.api import VSwitch, VSwitchError
+from vswitch.sockfiles import remove_socket_file
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +94,8 @@ def _remove_stale_socket(slot: Slot) -> None:
     fail to bind ("Address already in use"). Only a socket is removed; anything else with
     that name is not ours to delete.
     """
-    path = slot.host_socket
-    if path is None:
-        return
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
+    if slot.host_socket is not None:
+        remove_socket_file(slot.host_socket)
 
 
 def record_netconf(record: AttachmentRecord) -> NetConf | None:

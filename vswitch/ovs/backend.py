@@ -38,6 +38,7 @@ from vswitch.ovs.commands import (
     find_bridge_of,
 )
 from vswitch.ovs.connection import Connection, read_column
+from vswitch.sockfiles import remove_socket_file
 
 log = logging.getLogger(__name__)
 
@@ -462,13 +463,8 @@ class OvsVSwitch(VSwitch):
     def _remove_socket_files(ids: dict[str, str], vswitch_serves: bool, linked: bool) -> None:
         """Remove a socket numanet linked, or one DPDK created and left behind."""
         path = ids.get(_ports.TAG_SOCKET_PATH)
-        if not path or not (vswitch_serves or linked):
-            return
-        try:
-            if stat.S_ISSOCK(os.lstat(path).st_mode):
-                os.unlink(path)
-        except FileNotFoundError:
-            pass
+        if path and (vswitch_serves or linked):
+            remove_socket_file(path)
 
     def unplug(self, device_id: str) -> bool:
         if not isinstance(device_id, str) or not device_id:
