@@ -48,6 +48,7 @@ from cni.lookups import (
 )
 from cni.mac import normalize_mac, stable_mac
 from cni.netconf import SUPPORTED_VERSIONS, NetConf, cni_version_of, parse_netconf
+from cni.prepare import remember_shape, remove_prepared
 from cni.records import AttachmentRecord, describe
 from cni.replay import replay
 from cni.request import CniRequest
@@ -110,6 +111,7 @@ def add(req: CniRequest, ctx: Context) -> str:
             if isinstance(exc, OSError):
                 raise CniError(errors.IO_FAILURE, f"ADD of {what} failed: {exc}") from None
             raise
+    remember_shape(ctx, slot, conf)
     log.info("attachment added %s network=%s mac=%s ips=%s%s", what, conf.name, mac,
              ",".join(ip.address for ip in ipam.ips) or "-",
              f" vswitch_address={address}" if address else "")
@@ -410,7 +412,8 @@ def gc(req: CniRequest, ctx: Context) -> str:
 
 def _release_unheld(ctx: Context) -> None:
     """Release the device plugin's allocations that neither the kubelet nor an attachment
-    holds; skipped (not failed) while the kubelet cannot be asked."""
+    holds, with the ports prepared for them; skipped (not failed) while the kubelet cannot
+    be asked."""
     if ctx.allocations is None:
         return
     try:
@@ -422,6 +425,7 @@ def _release_unheld(ctx: Context) -> None:
     for device_id in sorted(set(ctx.allocations.all()) - held - attached):
         if ctx.allocations.release(device_id):
             log.info("allocation released device_id=%s (no pod holds it)", device_id)
+            remove_prepared(ctx, device_id)
 
 
 def version(req: CniRequest, ctx: Context | None = None) -> str:

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from cni.container_config import DEVINFO_ROOT
 from cni.ipam import IpamDelegate
 from cni.locks import DeviceLocks
+from cni.netconf import NetConf
 from cni.records import RecordStore
 from deviceplugin.slots import SlotLookup
 from vswitch.api import VSwitch
@@ -50,6 +51,10 @@ class Context:
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=16,
                                                    thread_name_prefix="cni-ipam"))
+
+    # Pool -> the network config of its last ADD: the shape of the ports prepared at
+    # Allocate (cni/prepare.py).
+    port_shapes: dict[str, NetConf] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.records = RecordStore(self.run_dir)

@@ -13,7 +13,8 @@ Who replays what, decided once (deviceplugin/vswitches.py calls these):
       files and record, and the device plugin's allocation released. When the kubelet
       cannot be asked nothing is torn down: the runtime's DEL or GC comes later.
   It holds the locks of every recorded device for the whole pass, so no CNI call on
-  those devices runs half way through it.
+  those devices runs half way through it. Ports prepared at Allocate for devices the
+  device plugin no longer holds allocated are removed first (cni/prepare.py).
 - ``replay(ctx, vswitch)`` runs after an outage of a vSwitch that does not put its ports
   back itself (OVS keeps them in its database, so the plug is normally a no-op).
 - After a VPP restart nothing here runs: the VPP backend remembers every slot it plugged
@@ -35,6 +36,7 @@ from cni.container_config import refresh_container_config
 from cni.context import Context
 from cni.errors import CniError
 from cni.lookups import memif_queues, port_spec
+from cni.prepare import remove_unallocated
 from cni.records import AttachmentRecord
 from cni.request import CniArgs, CniRequest
 from cni.teardown import record_netconf, teardown
@@ -60,6 +62,13 @@ def adopt(ctx: Context, vswitch: str) -> Adoption:
     backend = ctx.vswitches.get(vswitch)
     if backend is None:
         return Adoption()
+    if ctx.allocations is not None:
+        try:
+            remove_unallocated(ctx, vswitch, set(ctx.allocations.all()))
+        except VSwitchUnavailable:
+            raise
+        except VSwitchError as exc:
+            log.error("prepared ports not checked vswitch=%s error=%s", vswitch, exc)
     ids = sorted({r.device_id for r in ctx.records.all() if _slot_on(ctx, r, vswitch)})
     if not ids:
         log.info("adopted attachments vswitch=%s plugged=0 removed=0 failed=0", vswitch)

@@ -131,8 +131,8 @@ def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> None:
         return
     for switch in _switches_holding(ctx, ctx.slots.slot(device_id)):
         port = find_port(switch, device_id, what)
-        if port is None:
-            continue
+        if port is None or port.prepared:
+            continue  # a prepared port is the allocation's, and the plug claims it
         log.warning("unrecorded port on device, removing it %s port=%s owner=%s,%s,%s",
                     what, port.port_name, port.owner.pod, port.owner.container_id[:12],
                     port.owner.ifname)

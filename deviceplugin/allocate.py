@@ -14,7 +14,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +61,12 @@ class Allocator:
         self.manager = manager
         self._lock = threading.Lock()
         self._written: set[Path] = set()  # device-info files, removed at shutdown
+        self._listeners: list[Callable[[list[Slot]], None]] = []
+
+    def on_allocated(self, listener: Callable[[list[Slot]], None]) -> None:
+        """Call ``listener(slots)`` after each successful Allocate, on the gRPC thread
+        (it must hand slow work off: the kubelet waits for the answer)."""
+        self._listeners.append(listener)
 
     def resolve(self, pool: str, device_ids: Sequence[str]) -> list[Slot]:
         """The slots of these IDs in ``pool``; AllocateError naming every unknown ID."""
@@ -126,6 +132,12 @@ class Allocator:
             self._written.update(devinfo)
         response.envs.update(container_env(prefix, pool, slots))
         self.manager.notify_allocation(pool)
+        for listener in list(self._listeners):
+            try:
+                listener(slots)
+            except Exception:  # noqa: BLE001 - an observer must not fail the kubelet's call
+                log.exception("allocation listener failed pool=%s devices=%s", pool,
+                              ",".join(s.device_id for s in slots))
         return response
 
     def all(self) -> dict[str, AllocationRecord]:

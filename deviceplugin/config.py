@@ -66,6 +66,8 @@ class HugepagesConfig:
 class OvsConfig:
     db: str = "unix:/run/openvswitch/db.sock"
     bridge: str = "br-numanet"
+    # Make a slot's port at Allocate, so the pod's CNI ADD only claims it (cni/prepare.py).
+    prepare_at_allocate: bool = True
 
 
 @dataclass(frozen=True)
@@ -296,11 +298,17 @@ class _Parser:
 
     def vswitches(self, value: Any) -> tuple[OvsConfig, VppConfig]:
         section = self.mapping(value if value is not None else {}, "vswitches", _VSWITCHES)
-        ovs_section = self.mapping(section.get("ovs") or {}, "vswitches.ovs", ("db", "bridge"))
+        ovs_section = self.mapping(section.get("ovs") or {}, "vswitches.ovs",
+                                   ("db", "bridge", "prepareAtAllocate"))
+        prepare = ovs_section.get("prepareAtAllocate", OvsConfig.prepare_at_allocate)
+        if not isinstance(prepare, bool):
+            raise self.error("vswitches.ovs.prepareAtAllocate",
+                             f"must be true or false, got {_show(prepare)}")
         ovs = OvsConfig(
             db=self.string(ovs_section.get("db", OvsConfig.db), "vswitches.ovs.db"),
             bridge=self.string(ovs_section.get("bridge", OvsConfig.bridge),
                                "vswitches.ovs.bridge"),
+            prepare_at_allocate=prepare,
         )
         if not re.match(r"^(unix|tcp|ssl):", ovs.db):
             raise self.error("vswitches.ovs.db", f"must be an OVSDB connection such as "

@@ -23,6 +23,9 @@ TAG_IFNAME = "numanet-ifname"
 # memif only, on a PluggedPort whose vSwitch sends on a fixed set of queues (OVS: one per
 # PMD thread plus one): the queue pairs the container must open, as decimal text.
 TAG_MEMIF_QUEUES = "numanet-memif-queues"
+# On a port prepared ahead of its CNI ADD (``VSwitch.prepare``), value "true": no pod owns
+# it yet, and the plug with an owner claims it instead of creating a second one.
+TAG_PREPARED = "numanet-prepared"
 
 
 class VSwitchError(RuntimeError):
@@ -85,6 +88,11 @@ class PluggedPort:
     mac: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def prepared(self) -> bool:
+        """Created by ``VSwitch.prepare`` and not yet claimed by a plug with an owner."""
+        return self.tags.get(TAG_PREPARED) == "true"
+
 
 @dataclass(frozen=True)
 class Health:
@@ -113,7 +121,19 @@ class VSwitch(abc.ABC):
 
     @abc.abstractmethod
     def plug(self, spec: PortSpec) -> PluggedPort:
-        """Create the port for a slot in one transaction; nothing is left behind on failure."""
+        """Create the port for a slot in one transaction; nothing is left behind on failure.
+
+        A port ``prepare`` made for the device is claimed instead: it takes the spec's
+        owner, and it is created again only when the spec asks for other settings."""
+
+    def prepare(self, spec: PortSpec) -> PluggedPort | None:
+        """Create the slot's port before any pod claims it, so that the plug at CNI ADD
+        has nothing slow left to do (OVS-DPDK takes milliseconds to set up a port). The
+        port is tagged ``TAG_PREPARED``; a device that has a port already keeps it.
+
+        Returns the port, or None from a backend whose plug is quick enough that
+        preparing gains nothing (the default)."""
+        return None
 
     @abc.abstractmethod
     def unplug(self, device_id: str) -> bool:

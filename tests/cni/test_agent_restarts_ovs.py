@@ -9,146 +9,20 @@ calls the agent's socket; IPAM is the real host-local; pods have real network na
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.agent_node import AgentNode, RestartableAgentHarness
-from helpers.cni_shim import CniCall, require_host_local
-from helpers.deviceplugin import short_dir
-from helpers.netns import NetNS, netns
-from helpers.ovs import eventually, private_ovs, rows, started_private_ovs, unique_bridge
-from helpers.sysfs import HUGE_2M, NodeSpec, build_sysfs
+from helpers.netns import netns
+from helpers.ovs import eventually, private_ovs, started_private_ovs
+from helpers.ovs_node import POOL, RESOURCE, SLOTS, OvsNode, all_healthy, ok, running_node
 
 from deviceplugin import naming
-from vswitch.api import TAG_DEVICE_ID
 from vswitch.ovs.private import PrivateOvs
 
 __all__ = ["private_ovs"]
 pytestmark = pytest.mark.ovs
-
-POOL = "vhostuser-ovs"
-RESOURCE = naming.resource_name(naming.DEFAULT_PREFIX, POOL)
-SLOTS = 4
-NUMANET = Path(sys.executable).with_name("numanet")
-CONFIG = f"""\
-hugepages: {{pageSize: 2Mi, path: @HUGEPAGES@}}
-vswitches:
-  ovs: {{db: "@DB@", bridge: @BRIDGE@}}
-pools:
-  - {{name: {POOL}, kind: vhost-user, vswitch: ovs, mode: server, slotsPerNode: {SLOTS}}}
-"""
-
-
-@dataclass
-class OvsNode(AgentNode):
-    ovs: PrivateOvs = field(kw_only=True)
-    bridge: str = field(kw_only=True)
-
-    def cni_devinfo_file(self, pod: str) -> Path:
-        return self.cni_devinfo_dir / f"{self.network}-{pod}-net1.json"
-
-    def plugin_devinfo_file(self, device_id: str) -> Path:
-        return naming.devinfo_path(RESOURCE, device_id, self.harness.devinfo_dir)
-
-    def admit(self, pod: str) -> str:  # type: ignore[override]
-        """The kubelet admits a pod asking for one slot (Allocate over gRPC)."""
-        return super().admit(pod, RESOURCE)
-
-    def netconf(self, pod: str) -> dict[str, Any]:
-        return {"cniVersion": "1.1.0", "name": self.network, "type": "numanet",
-                "resourceName": RESOURCE, "deviceID": self.pods[pod],
-                "ipam": {"type": "host-local", "dataDir": str(self.ipam_dir),
-                         "ranges": [[{"subnet": "10.79.0.0/24"}]]},
-                "runtimeConfig": {"CNIDeviceInfoFile": str(self.cni_devinfo_file(pod))}}
-
-    def cni(self, command: str, conf: dict[str, Any], pod: str,  # type: ignore[override]
-            netns_path: str = "") -> CniCall:
-        return super().cni(command, conf, f"c-{pod}", pod, netns_path)
-
-    def plug_pod(self, pod: str, ns: NetNS) -> tuple[str, dict[str, Any]]:
-        """Admit ``pod`` and ADD its network; (device ID, config with prevResult)."""
-        device_id = self.admit(pod)
-        conf = self.netconf(pod)
-        add = ok(self.cni("ADD", conf, pod, ns.path))
-        return device_id, {**conf, "prevResult": add.json}
-
-    # -- what is on the node --------------------------------------------------------------
-
-    def port_row(self, device_id: str) -> dict[str, Any] | None:
-        found = rows(self.ovs, "Port", f"external_ids:{TAG_DEVICE_ID}={device_id}")
-        assert len(found) <= 1, found
-        return found[0] if found else None
-
-    def port_uuids(self) -> dict[str, str]:
-        """device ID -> Port UUID of every numanet port on this node's bridge."""
-        bridge = rows(self.ovs, "Bridge", f"name={self.bridge}")
-        if not bridge:
-            return {}
-        members = bridge[0]["ports"]
-        members = set(members if isinstance(members, list) else [members])
-        return {p["external_ids"][TAG_DEVICE_ID]: p["_uuid"]
-                for p in rows(self.ovs, "Port", "external_ids:numanet-owner=numanet")
-                if p["_uuid"] in members}
-
-    def container_config(self, device_id: str) -> Path:
-        return naming.slot_dir(self.run_dir, device_id) / naming.CONTAINER_CONFIG_NAME
-
-    def status(self) -> dict[str, Any]:
-        """``numanet status --json`` as a user runs it."""
-        done = subprocess.run([str(NUMANET), "status", "--json", "--run-dir", str(self.run_dir)],
-                              capture_output=True, text=True, timeout=60, check=False)
-        assert done.returncode == 0, done.stdout + done.stderr
-        document: dict[str, Any] = json.loads(done.stdout)
-        return document
-
-
-def ok(call: CniCall) -> CniCall:
-    assert call.rc == 0, call.stdout + call.stderr
-    return call
-
-
-def all_healthy(devices: dict[str, Any]) -> bool:
-    return len(devices) == SLOTS and all(d.healthy for d in devices.values())
-
-
-def _make_node(ovs: PrivateOvs) -> OvsNode:
-    root = short_dir("nnro-")
-    # One NUMA node with hugepages and the CPUs the private OVS polls on.
-    cpus = frozenset(range(max(os.sched_getaffinity(0)) + 1))
-    sysfs = build_sysfs(root / "sys", [NodeSpec(id=0, cpus=cpus,
-                                                 hugepages={HUGE_2M: (512, 512)})])
-    bridge = unique_bridge("r")
-    config = CONFIG.replace("@DB@", ovs.db).replace("@BRIDGE@", bridge)
-    harness = RestartableAgentHarness(root=root, sysfs=sysfs, config_text=config)
-    return OvsNode(root=root, harness=harness, network="ovs-restart-net", ovs=ovs,
-                   bridge=bridge)
-
-
-@contextmanager
-def running_node(ovs: PrivateOvs) -> Iterator[OvsNode]:
-    """The node running: agent registered, every slot Healthy, pod-resources serving."""
-    require_host_local()
-    node = _make_node(ovs)
-    try:
-        node.harness.start()
-        node.start_pod_resources()
-        node.harness.wait_devices(RESOURCE, all_healthy, timeout=10)
-        yield node
-    finally:
-        if node.pod_resources is not None:
-            node.pod_resources.stop()
-        node.harness.cleanup()
-        ovs.vsctl("--if-exists", "del-br", node.bridge, wait=False)
-
 
 @pytest.fixture
 def ovs_node(private_ovs: PrivateOvs) -> Iterator[OvsNode]:  # noqa: F811
@@ -211,9 +85,12 @@ def test_agent_restart_adopts_live_pods_ports_and_collects_the_dead_pods(ovs_nod
         assert node.plugin_devinfo_file(live_id).exists()  # restored for the live pod
 
         # The freed slot is the kubelet's to give again; the live pod still works to the end.
-        assert node.admit("pod-new") != live_id
+        new_id = node.admit("pod-new")
+        assert new_id != live_id
         ok(node.cni("DEL", live_conf, "pod-live"))
-    assert node.port_uuids() == {}
+    # What stays is pod-new's port, prepared at its Allocate and waiting for its ADD.
+    assert set(eventually(node.port_uuids, timeout=10)) == {new_id}
+    assert node.port_row(new_id)["external_ids"]["numanet-prepared"] == "true"
     assert node.records() == [] and node.leases() == []
     assert not node.container_config(live_id).exists()
 
@@ -322,4 +199,6 @@ def test_status_reports_slots_per_numa_node_and_ovs_health(own_ovs_node: OvsNode
         node.harness.wait_devices(RESOURCE, all_healthy, timeout=10)
         ok(node.cni("CHECK", conf_a, "pod-a", ns_a.path))
         ok(node.cni("DEL", conf_a, "pod-a"))
-    assert node.port_uuids() == {} and node.records() == []
+    # pod-b never got its network: only its port prepared at Allocate is left, unowned.
+    assert set(node.port_uuids()) == {dev_b} and node.records() == []
+    assert node.port_row(dev_b)["external_ids"]["numanet-prepared"] == "true"

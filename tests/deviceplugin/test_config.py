@@ -77,6 +77,12 @@ def test_empty_file_takes_every_default() -> None:
     assert config == parse_config({})
 
 
+def test_ports_are_prepared_at_allocate_unless_switched_off() -> None:
+    assert parse_config({}).ovs.prepare_at_allocate is True
+    off = parse_config({"vswitches": {"ovs": {"prepareAtAllocate": False}}})
+    assert off.ovs == OvsConfig(prepare_at_allocate=False)
+
+
 def test_socket_pool_defaults_and_explicit_numa_nodes() -> None:
     config = parse_config({"pools": [
         {"name": "a", "kind": "vhost-user", "vswitch": "ovs", "numaNodes": [1, 0]},
@@ -127,6 +133,8 @@ POOL_OK = {"name": "p", "kind": "vhost-user", "vswitch": "ovs"}
     ({"hugepages": {"size": "2Mi"}}, "hugepages.size", "unknown key"),
     ({"vswitches": {"ovs": {"db": "/run/db.sock"}}}, "vswitches.ovs.db", "unix:/run/openvswitch"),
     ({"vswitches": {"bess": {}}}, "vswitches.bess", "unknown key"),
+    ({"vswitches": {"ovs": {"prepareAtAllocate": "yes"}}}, "vswitches.ovs.prepareAtAllocate",
+     "must be true or false"),
     ({"vswitches": {"vpp": {"api_socket": "/x"}}}, "vswitches.vpp.api_socket", "unknown key"),
     ({"pools": {}}, "pools", "must be a list of pools"),
     ({"pools": []}, "pools", "is empty"),

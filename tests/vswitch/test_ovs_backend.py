@@ -29,6 +29,7 @@ from vswitch.api import (
     TAG_OWNER,
     TAG_POD_NAME,
     TAG_POD_NAMESPACE,
+    TAG_PREPARED,
     Owner,
     PortSpec,
     VSwitchError,
@@ -380,6 +381,93 @@ def test_port_ovs_refuses_is_rolled_back(ovs_bench):
     os.unlink(s.socket_path)
     with seqpacket_listener(s.socket_path):
         assert ovs_bench.switch.plug(s).device_id == s.device_id
+
+
+# -- ports prepared ahead of their pod ------------------------------------------------------
+
+
+def test_prepared_vhost_port_is_claimed_in_place(ovs_bench):
+    s = spec(ovs_bench, "pp-ovs-n0-001", mac="02:00:00:00:01:01")
+    unowned = replace(s, owner=Owner(), mac=None)
+    prepared = ovs_bench.switch.prepare(unowned)
+    assert prepared is not None and prepared.prepared and prepared.owner == Owner()
+    row = port(ovs_bench.ovs, prepared.port_name)
+    iface = interface(ovs_bench.ovs, prepared.port_name)
+    assert row["external_ids"][TAG_PREPARED] == "true" and iface["ofport"] > 0
+    # Preparing again keeps the port.
+    assert ovs_bench.switch.prepare(unowned) == prepared
+    assert port(ovs_bench.ovs, prepared.port_name)["_uuid"] == row["_uuid"]
+
+    claimed = ovs_bench.switch.plug(s)
+    assert not claimed.prepared and claimed.owner == OWNER
+    after = port(ovs_bench.ovs, claimed.port_name)
+    assert after["_uuid"] == row["_uuid"]  # claimed, not made anew
+    assert TAG_PREPARED not in after["external_ids"]
+    assert_tags(after["external_ids"], s.device_id)
+    iface_after = interface(ovs_bench.ovs, claimed.port_name)
+    assert iface_after["_uuid"] == iface["_uuid"] and iface_after["ofport"] == iface["ofport"]
+    assert iface_after["external_ids"]["attached-mac"] == "02:00:00:00:01:01"
+    assert_tags(iface_after["external_ids"], s.device_id)
+    # The claimed port is an ordinary one now: same spec again is a no-op, another owner
+    # is refused, and preparing does not touch it.
+    assert ovs_bench.switch.plug(s) == claimed
+    with pytest.raises(VSwitchError, match="already plugged"):
+        ovs_bench.switch.plug(replace(s, owner=replace(OWNER, pod_name="other")))
+    assert ovs_bench.switch.prepare(unowned).owner == OWNER
+    assert ovs_bench.switch.unplug(s.device_id)
+
+
+def test_prepared_memif_port_is_claimed_with_its_queues(ovs_bench):
+    s = spec(ovs_bench, "pp-ovs-n0-002", kind="memif", role="slave")
+    prepared = ovs_bench.switch.prepare(replace(s, owner=Owner()))
+    assert prepared is not None and prepared.tags["numanet-memif-queues"] == "2"
+    assert stat.S_ISSOCK(os.stat(s.socket_path).st_mode)  # OVS serves it already
+    uuid = port(ovs_bench.ovs, prepared.port_name)["_uuid"]
+    claimed = ovs_bench.switch.plug(s)
+    assert claimed.tags["numanet-memif-queues"] == "2" and claimed.owner == OWNER
+    assert port(ovs_bench.ovs, claimed.port_name)["_uuid"] == uuid
+    assert interface(ovs_bench.ovs, claimed.port_name)["external_ids"][
+        "numanet-memif-queues"] == "2"
+    assert ovs_bench.switch.unplug(s.device_id)
+    eventually(lambda: not os.path.exists(s.socket_path))
+
+
+@pytest.mark.parametrize("changes", [{"vlan": 30}, {"mtu": 1400}, {"role": "client"}])
+def test_prepared_port_of_other_settings_is_made_anew(ovs_bench, changes):
+    device_id = f"pa-ovs-n0-{sorted(changes)[0]}"
+    role = changes.pop("role", "server")
+    prepared = ovs_bench.switch.prepare(spec(ovs_bench, device_id, owner=Owner()))
+    uuid = port(ovs_bench.ovs, prepared.port_name)["_uuid"]
+    wanted = spec(ovs_bench, device_id, role=role, **changes)
+    plugged = ovs_bench.switch.plug(wanted)
+    row = port(ovs_bench.ovs, plugged.port_name)
+    assert row["_uuid"] != uuid and TAG_PREPARED not in row["external_ids"]
+    assert_tags(row["external_ids"], device_id)
+    iface = interface(ovs_bench.ovs, plugged.port_name)
+    if "vlan" in changes:
+        assert row["tag"] == 30
+    if "mtu" in changes:
+        assert iface["mtu_request"] == 1400
+    if role == "client":
+        assert iface["type"] == "dpdkvhostuser"
+        assert stat.S_ISSOCK(os.stat(wanted.socket_path).st_mode)
+    assert bridge_ports(ovs_bench.ovs, ovs_bench.bridge) == [plugged.port_name]
+    assert ovs_bench.switch.unplug(device_id)
+
+
+def test_prepare_refuses_an_owner(ovs_bench):
+    s = spec(ovs_bench, "pp-ovs-n0-003")
+    with pytest.raises(VSwitchError, match="no owner yet"):
+        ovs_bench.switch.prepare(s)
+    assert port(ovs_bench.ovs, port_name(s.device_id)) is None
+
+
+def test_unplug_removes_a_prepared_port(ovs_bench):
+    s = spec(ovs_bench, "pp-ovs-n0-004", owner=Owner())
+    prepared = ovs_bench.switch.prepare(s)
+    assert [p.device_id for p in ovs_bench.switch.ports() if p.prepared] == [s.device_id]
+    assert ovs_bench.switch.unplug(s.device_id)
+    assert port(ovs_bench.ovs, prepared.port_name) is None
 
 
 # -- concurrency ---------------------------------------------------------------------------

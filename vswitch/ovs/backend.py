@@ -5,6 +5,10 @@ also bumps ``next_cfg``, after which the calling thread waits for ovs-vswitchd t
 (``cur_cfg``) and reads the Interface's ``ofport`` / ``error``: OVS reports a refused
 port (bad devargs, a socket it cannot create) only there, after the commit succeeded,
 so a failed port is removed again and the caller gets a VSwitchError.
+
+``prepare`` makes a slot's port at Allocate, before any pod owns it; the ADD's ``plug``
+then claims it with one transaction on ``external_ids`` alone, which ovs-vswitchd does
+not act on, so the pod's ADD no longer waits for DPDK to set the port up.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from vswitch.api import (
     TAG_DEVICE_ID,
     TAG_MEMIF_QUEUES,
     Health,
+    Owner,
     PluggedPort,
     PortSpec,
     VSwitch,
@@ -30,6 +35,7 @@ from vswitch.api import (
 )
 from vswitch.ovs import ports as _ports
 from vswitch.ovs.commands import (
+    ClaimPort,
     PlugPort,
     PlugRefused,
     Probe,
@@ -53,6 +59,20 @@ def _first(value: Any) -> Any:
     if isinstance(value, list):
         return value[0] if value else None
     return value
+
+
+def _interface_problem(tables: Any, name: str) -> str:
+    """Why the interface ``name`` does not work as ovs-vswitchd reports it; "" when it does."""
+    for iface in tables["Interface"].rows.values():
+        if read_column(iface, "name") == name:
+            error = _first(read_column(iface, "error"))
+            ofport = _first(read_column(iface, "ofport"))
+            if error:
+                return f"ovs-vswitchd reports: {error}"
+            if ofport is None or ofport <= 0:
+                return f"ovs-vswitchd has not set it up (ofport={ofport})"
+            return ""
+    return "its interface row is gone"
 
 
 def _describe(spec: PortSpec) -> str:
@@ -132,10 +152,15 @@ class OvsVSwitch(VSwitch):
             )
         return conn
 
-    def _commit(self, conn: Connection, what: str, *commands: Any) -> tuple[list[Any], int | None]:
-        """One transaction; returns the command results and the next_cfg it asked for."""
+    def _commit(
+        self, conn: Connection, what: str, *commands: Any, bump_cfg: bool = True
+    ) -> tuple[list[Any], int | None]:
+        """One transaction; returns the command results and the next_cfg it asked for
+        (None with ``bump_cfg=False``, for changes ovs-vswitchd has nothing to apply of)."""
         try:
-            with conn.api.transaction(check_error=True, log_errors=False) as txn:
+            with conn.api.transaction(
+                check_error=True, log_errors=False, bump_cfg=bump_cfg
+            ) as txn:
                 for cmd in commands:
                     txn.add(cmd)
         except ovsdbapp_exceptions.TimeoutException as exc:
@@ -220,34 +245,107 @@ class OvsVSwitch(VSwitch):
         with self._device_lock(spec.device_id):
             conn = self._connection()
             existing = self._plugged(conn, spec.device_id)
-            if existing is not None:
+            if existing is not None and not existing[0].prepared:
                 return self._replug(conn, spec, plan, *existing)
-            if spec.kind == "memif":
-                plan = _ports.with_memif_queues(
-                    plan, _ports.memif_queue_pairs(self._other_config(conn, "pmd-cpu-mask"))
-                )
-            _, next_cfg = self._commit(
-                conn, f"plug of {_describe(spec)} port {plan.name}", PlugPort(conn.api, plan)
+            if existing is not None:
+                claimed = self._claim(conn, spec, plan, *existing)
+                if claimed is not None:
+                    return claimed
+            return self._create(conn, spec, plan)
+
+    def prepare(self, spec: PortSpec) -> PluggedPort:
+        if spec.owner != Owner():
+            raise VSwitchError(
+                f"a port prepared ahead of its pod has no owner yet; {_describe(spec)} names "
+                "one: plug it instead"
             )
-            try:
-                self._check_applied(conn, plan, next_cfg, spec)
-                if plan.link_socket_to:
-                    self._link_vhost_socket(conn, plan)
-            except BaseException:
-                self._rollback(conn, plan, spec)
-                raise
+        plan = _ports.plan_port(spec, self.bridge, prepared=True)
+        with self._device_lock(spec.device_id):
+            conn = self._connection()
+            existing = self._plugged(conn, spec.device_id)
+            if existing is not None:
+                return existing[0]
+            return self._create(conn, spec, plan)
+
+    def _create(self, conn: Connection, spec: PortSpec, plan: _ports.PortPlan) -> PluggedPort:
+        """A new port: one transaction, then wait for ovs-vswitchd to set it up; removed
+        again when it refuses it."""
+        if spec.kind == "memif":
+            plan = _ports.with_memif_queues(
+                plan, _ports.memif_queue_pairs(self._other_config(conn, "pmd-cpu-mask"))
+            )
+        _, next_cfg = self._commit(
+            conn, f"plug of {_describe(spec)} port {plan.name}", PlugPort(conn.api, plan)
+        )
+        try:
+            self._check_applied(conn, plan, next_cfg, spec)
+            if plan.link_socket_to:
+                self._link_vhost_socket(conn, plan)
+        except BaseException:
+            self._rollback(conn, plan, spec)
+            raise
+        log.info(
+            "%s port %s, device_id=%s pod=%s/%s bridge=%s type=%s socket=%s",
+            "prepared" if spec.owner == Owner() else "plugged",
+            plan.name,
+            spec.device_id,
+            spec.owner.pod_namespace,
+            spec.owner.pod_name,
+            plan.bridge,
+            plan.iface_type,
+            spec.socket_path,
+            extra={"device_id": spec.device_id, "port": plan.name},
+        )
+        return _ports.plugged_from_tags(plan.name, plan.bridge, plan.port_external_ids)
+
+    def _claim(
+        self,
+        conn: Connection,
+        spec: PortSpec,
+        plan: _ports.PortPlan,
+        prepared: PluggedPort,
+        ids: dict[str, str],
+    ) -> PluggedPort | None:
+        """Give a prepared port the spec's owner; None when it cannot serve this spec (other
+        settings, or vswitchd did not take it) and was removed, so the caller creates it."""
+        differences = _ports.claim_differences(plan, ids)
+        if prepared.network != plan.bridge:
+            differences.append(f"bridge: {prepared.network!r} -> {plan.bridge!r}")
+        problem = conn.read(lambda tables: _interface_problem(tables, plan.name))
+        if differences or problem:
             log.info(
-                "plugged port %s, device_id=%s pod=%s/%s bridge=%s type=%s socket=%s",
+                "prepared port %s does not fit, making it anew, device_id=%s pod=%s/%s: %s",
                 plan.name,
                 spec.device_id,
                 spec.owner.pod_namespace,
                 spec.owner.pod_name,
-                plan.bridge,
-                plan.iface_type,
-                spec.socket_path,
-                extra={"device_id": spec.device_id, "port": plan.name},
+                problem or "; ".join(differences),
             )
-            return _ports.plugged_from_tags(plan.name, plan.bridge, plan.port_external_ids)
+            self._remove(conn, spec.device_id, prepared, ids)
+            return None
+        # Queue tags were derived when the port was made; they stay until refreshed below.
+        derived = {k: v for k, v in ids.items() if k == TAG_MEMIF_QUEUES}
+        port_ids = {**plan.port_external_ids, **derived}
+        results, _ = self._commit(
+            conn,
+            f"claim of {_describe(spec)} port {plan.name}",
+            ClaimPort(conn.api, plan.name, port_ids, {**plan.iface_external_ids, **derived}),
+            bump_cfg=False,
+        )
+        if not results[0]:
+            return None  # removed behind our back: make it anew
+        log.info(
+            "claimed prepared port %s, device_id=%s pod=%s/%s",
+            plan.name,
+            spec.device_id,
+            spec.owner.pod_namespace,
+            spec.owner.pod_name,
+            extra={"device_id": spec.device_id, "port": plan.name},
+        )
+        claimed = _ports.plugged_from_tags(plan.name, plan.bridge, port_ids)
+        if spec.kind == "memif":
+            return self._refresh_memif_queues(conn, spec, plan, claimed)
+        return claimed
 
     def _replug(
         self,
@@ -475,35 +573,40 @@ class OvsVSwitch(VSwitch):
             if existing is None:
                 log.info("no port to unplug, device_id=%s", device_id)
                 return False
-            plugged, ids = existing
-            results, next_cfg = self._commit(
-                conn,
-                f"unplug of device_id={device_id} port {plugged.port_name}",
-                UnplugPort(conn.api, plugged.port_name),
-            )
-            # Waiting lets DPDK close the socket before the slot is reused; a stopped
-            # vswitchd does not make the port come back, so only log it.
-            if not self._wait_applied(conn, next_cfg, self.timeout):
-                log.warning(
-                    "ovs-vswitchd did not confirm the unplug of port %s device_id=%s within %gs",
-                    plugged.port_name,
-                    device_id,
-                    self.timeout,
-                )
-            role = ids.get(_ports.TAG_CONTAINER_ROLE, "")
-            kind = ids.get(_ports.TAG_KIND, "")
-            linked = kind == "vhost-user" and role == "client"
-            serves = kind == "memif" and role in ("slave", "client")
-            self._remove_socket_files(ids, serves, linked)
-            log.info(
-                "unplugged port %s, device_id=%s pod=%s/%s",
+            return self._remove(conn, device_id, *existing)
+
+    def _remove(
+        self, conn: Connection, device_id: str, plugged: PluggedPort, ids: dict[str, str]
+    ) -> bool:
+        results, next_cfg = self._commit(
+            conn,
+            f"unplug of device_id={device_id} port {plugged.port_name}",
+            UnplugPort(conn.api, plugged.port_name),
+        )
+        # Waiting lets DPDK close the socket before the slot is reused; a stopped
+        # vswitchd does not make the port come back, so only log it.
+        if not self._wait_applied(conn, next_cfg, self.timeout):
+            log.warning(
+                "ovs-vswitchd did not confirm the unplug of port %s device_id=%s within %gs",
                 plugged.port_name,
                 device_id,
-                plugged.owner.pod_namespace,
-                plugged.owner.pod_name,
-                extra={"device_id": device_id, "port": plugged.port_name},
+                self.timeout,
             )
-            return bool(results[0])
+        role = ids.get(_ports.TAG_CONTAINER_ROLE, "")
+        kind = ids.get(_ports.TAG_KIND, "")
+        linked = kind == "vhost-user" and role == "client"
+        serves = kind == "memif" and role in ("slave", "client")
+        self._remove_socket_files(ids, serves, linked)
+        log.info(
+            "unplugged %sport %s, device_id=%s pod=%s/%s",
+            "prepared " if plugged.prepared else "",
+            plugged.port_name,
+            device_id,
+            plugged.owner.pod_namespace,
+            plugged.owner.pod_name,
+            extra={"device_id": device_id, "port": plugged.port_name},
+        )
+        return bool(results[0])
 
     # -- health and placement --------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """The ovsdbapp commands numanet runs: plug (bridge if missing + port + interface), unplug,
-and the memif queue update of a port OVS kept.
+the claim of a prepared port, and the memif queue update of a port OVS kept.
 
 They run inside the connection thread, on its in-memory rows, so the existence checks
 and the inserts of one command see the same database state.
@@ -109,6 +109,30 @@ class UnplugPort(command.BaseCommand):  # type: ignore[misc]
         for iface in port.interfaces:
             iface.delete()
         port.delete()
+        self.result = True
+
+
+class ClaimPort(command.BaseCommand):  # type: ignore[misc]
+    """Give a prepared port its owner: replace the external_ids of the Port and its
+    Interface. Only numanet reads them, so ovs-vswitchd has nothing to apply. Result
+    False when the port is gone."""
+
+    def __init__(
+        self, api: Any, name: str, port_ids: dict[str, str], iface_ids: dict[str, str]
+    ) -> None:
+        super().__init__(api)
+        self.name = name
+        self.port_ids = port_ids
+        self.iface_ids = iface_ids
+
+    def run_idl(self, txn: Any) -> None:
+        port = idlutils.row_by_value(self.api.idl, "Port", "name", self.name, None)
+        if port is None:
+            self.result = False
+            return
+        port.external_ids = self.port_ids
+        for iface in port.interfaces:
+            iface.external_ids = self.iface_ids
         self.result = True
 
 

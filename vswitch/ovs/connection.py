@@ -141,19 +141,27 @@ class _CfgTransaction(transaction.Transaction):  # type: ignore[misc]
     """Bumps ``Open_vSwitch.next_cfg`` in the same transaction; ``next_cfg`` is the new value.
 
     ovs-vswitchd copies next_cfg to cur_cfg once it has applied everything up to it: the
-    caller waits for that outside the connection thread.
+    caller waits for that outside the connection thread. A transaction made with
+    ``bump_cfg=False`` changes only what vswitchd does not act on, so it asks for nothing
+    to wait for (``next_cfg`` stays None).
     """
 
     next_cfg: int | None = None
 
+    def __init__(self, *args: Any, bump_cfg: bool = True) -> None:
+        super().__init__(*args)
+        self.bump_cfg = bump_cfg
+
     def pre_commit(self, txn: Any) -> None:
         if not self.api._tables["Open_vSwitch"].rows:
             raise RuntimeError("the database has no Open_vSwitch row: run 'ovs-vsctl init'")
-        self.api._ovs.increment("next_cfg")
+        if self.bump_cfg:
+            self.api._ovs.increment("next_cfg")
 
     def post_commit(self, txn: Any) -> None:
         super().post_commit(txn)
-        self.next_cfg = txn.get_increment_new_value()
+        if self.bump_cfg:
+            self.next_cfg = txn.get_increment_new_value()
 
 
 class _Api(impl_idl.OvsdbIdl):  # type: ignore[misc]
@@ -172,10 +180,12 @@ class _Api(impl_idl.OvsdbIdl):  # type: ignore[misc]
         self._instance_connection = conn
 
     def create_transaction(
-        self, check_error: bool = False, log_errors: bool = True, **kwargs: Any
+        self, check_error: bool = False, log_errors: bool = True, bump_cfg: bool = True,
+        **kwargs: Any
     ) -> _CfgTransaction:
         return _CfgTransaction(
-            self, self.ovsdb_connection, self.ovsdb_connection.timeout, check_error, log_errors
+            self, self.ovsdb_connection, self.ovsdb_connection.timeout, check_error, log_errors,
+            bump_cfg=bump_cfg,
         )
 
 

@@ -20,6 +20,7 @@ from vswitch.api import (
     TAG_OWNER,
     TAG_POD_NAME,
     TAG_POD_NAMESPACE,
+    TAG_PREPARED,
     Owner,
     PluggedPort,
     PortSpec,
@@ -45,6 +46,9 @@ _DERIVED_TAGS = frozenset({TAG_MEMIF_QUEUES})
 ATTACHED_MAC = "attached-mac"
 
 OWNER_TAGS = (TAG_POD_NAMESPACE, TAG_POD_NAME, TAG_CONTAINER_ID, TAG_IFNAME)
+# What a claim of a prepared port may change in place: who holds it and the guest MAC,
+# which only numanet and the container read; anything else means another port.
+_CLAIM_TAGS = frozenset({*OWNER_TAGS, TAG_MAC, TAG_PREPARED})
 
 # Interface types.
 VHOST_CLIENT = "dpdkvhostuserclient"  # OVS connects to the socket the container serves
@@ -143,7 +147,7 @@ def _check_common(spec: PortSpec, default_bridge: str) -> str:
     return bridge
 
 
-def _tags(spec: PortSpec, bridge: str) -> dict[str, str]:
+def _tags(spec: PortSpec, bridge: str, prepared: bool) -> dict[str, str]:
     owner = spec.owner
     tags = {
         TAG_OWNER: OWNER_VALUE,
@@ -162,6 +166,7 @@ def _tags(spec: PortSpec, bridge: str) -> dict[str, str]:
         TAG_MTU: spec.mtu,
         TAG_RING_SIZE: spec.ring_size,
         TAG_BUFFER_SIZE: spec.buffer_size,
+        TAG_PREPARED: "true" if prepared else None,
     }
     if spec.kind == "memif":
         optional[TAG_MEMIF_ID] = spec.memif_id
@@ -224,11 +229,12 @@ def _memif_devargs(spec: PortSpec, name: str) -> tuple[str, bool]:
     return ",".join(parts), vswitch_role == "server"
 
 
-def plan_port(spec: PortSpec, default_bridge: str) -> PortPlan:
-    """Check a spec and turn it into rows; raises VSwitchError naming what is wrong."""
+def plan_port(spec: PortSpec, default_bridge: str, *, prepared: bool = False) -> PortPlan:
+    """Check a spec and turn it into rows; raises VSwitchError naming what is wrong.
+    ``prepared``: the port is made ahead of its pod (``VSwitch.prepare``) and tagged so."""
     bridge = _check_common(spec, default_bridge)
     name = port_name(spec.device_id)
-    tags = _tags(spec, bridge)
+    tags = _tags(spec, bridge, prepared)
     options: dict[str, str] = {}
     link_to: str | None = None
     serves = False
@@ -338,3 +344,9 @@ def spec_differences(plan: PortPlan, existing: dict[str, str]) -> list[str]:
         for key in keys
         if existing.get(key, "") != plan.port_external_ids.get(key, "")
     ]
+
+
+def claim_differences(plan: PortPlan, existing: dict[str, str]) -> list[str]:
+    """Where a prepared port differs from the plan of the plug claiming it, beyond what a
+    claim changes in place (owner, MAC): a non-empty list means the port must be made anew."""
+    return [d for d in spec_differences(plan, existing) if d.partition(":")[0] not in _CLAIM_TAGS]

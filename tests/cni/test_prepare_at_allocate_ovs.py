@@ -1,0 +1,168 @@
+"""Ports prepared at Allocate and claimed by the pod's CNI ADD, with the real OVS-DPDK.
+
+The real agent (in this process), the kubelet stand-in calling Allocate over gRPC, the
+pod-resources stand-in, the real shim and host-local IPAM, pods in real network
+namespaces. What is asserted is read back from OVS with ovs-vsctl: the Port and
+Interface rows (their UUIDs tell a claimed port from one made anew), their tags, VLAN.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers.netns import netns
+from helpers.ovs import eventually, interface, private_ovs
+from helpers.ovs_node import OvsNode, ok, running_node
+
+from cni import errors
+from vswitch.api import TAG_CONTAINER_ID, TAG_POD_NAME, TAG_PREPARED
+from vswitch.ovs.ports import port_name
+from vswitch.ovs.private import PrivateOvs
+
+__all__ = ["private_ovs"]
+pytestmark = pytest.mark.ovs
+
+
+@pytest.fixture
+def node(private_ovs: PrivateOvs) -> Iterator[OvsNode]:  # noqa: F811
+    with running_node(private_ovs) as running:
+        yield running
+
+
+def prepared_port(node: OvsNode, device_id: str) -> dict[str, Any]:
+    """The device's Port once the agent has prepared it and ovs-vswitchd has set it up."""
+    def ready() -> dict[str, Any] | None:
+        port = node.port_row(device_id)
+        iface = interface(node.ovs, port_name(device_id))
+        if port is None or iface is None or not iface["ofport"] or iface["ofport"] <= 0:
+            return None
+        return port
+    port = eventually(ready, timeout=10)
+    assert port["external_ids"].get(TAG_PREPARED) == "true"
+    return port
+
+
+def test_allocate_prepares_the_port_and_add_claims_it_in_place(node: OvsNode):
+    device_id = node.admit("pod-a")
+    prepared = prepared_port(node, device_id)
+    # Made for the allocation, owned by no pod yet.
+    assert prepared["external_ids"][TAG_POD_NAME] == ""
+    assert prepared["external_ids"][TAG_CONTAINER_ID] == ""
+    iface_before = interface(node.ovs, port_name(device_id))
+    assert iface_before is not None
+
+    with netns("nnpa") as ns:
+        conf = node.netconf("pod-a")
+        add = ok(node.cni("ADD", conf, "pod-a", ns.path))
+        claimed = node.port_row(device_id)
+        assert claimed is not None
+        # The same Port and Interface rows: claimed, not made anew, and ovs-vswitchd
+        # kept the DPDK port it had set up (same ofport).
+        assert claimed["_uuid"] == prepared["_uuid"]
+        iface_after = interface(node.ovs, port_name(device_id))
+        assert iface_after is not None and iface_after["_uuid"] == iface_before["_uuid"]
+        assert iface_after["ofport"] == iface_before["ofport"]
+        ids = claimed["external_ids"]
+        assert TAG_PREPARED not in ids
+        assert ids[TAG_POD_NAME] == "pod-a" and ids[TAG_CONTAINER_ID] == "c-pod-a"
+        mac = add.json["interfaces"][0]["mac"]
+        assert iface_after["external_ids"]["attached-mac"] == mac
+        ok(node.cni("CHECK", {**conf, "prevResult": add.json}, "pod-a", ns.path))
+        ok(node.cni("DEL", conf, "pod-a"))
+    assert node.port_uuids() == {}
+    assert node.records() == [] and node.leases() == []
+
+
+def test_add_with_other_settings_makes_the_port_anew_and_teaches_the_pool(node: OvsNode):
+    first = node.admit("pod-a")
+    prepared = prepared_port(node, first)
+    assert prepared["tag"] in (None, [])
+    with netns("nnpa") as ns_a, netns("nnpa") as ns_b:
+        conf_a = {**node.netconf("pod-a"), "vlan": 120}
+        ok(node.cni("ADD", conf_a, "pod-a", ns_a.path))
+        plugged = node.port_row(first)
+        assert plugged is not None and plugged["tag"] == 120
+        assert plugged["_uuid"] != prepared["_uuid"]  # the VLAN-less port could not serve
+
+        # The pool's next port is prepared the way its network last asked: it is claimed.
+        second = node.admit("pod-b")
+        assert second != first
+        prepared_b = prepared_port(node, second)
+        assert prepared_b["tag"] == 120
+        conf_b = {**node.netconf("pod-b"), "vlan": 120}
+        ok(node.cni("ADD", conf_b, "pod-b", ns_b.path))
+        claimed_b = node.port_row(second)
+        assert claimed_b is not None and claimed_b["_uuid"] == prepared_b["_uuid"]
+        assert claimed_b["external_ids"][TAG_POD_NAME] == "pod-b"
+        ok(node.cni("DEL", conf_a, "pod-a"))
+        ok(node.cni("DEL", conf_b, "pod-b"))
+    assert node.port_uuids() == {} and node.leases() == []
+
+
+def test_another_pod_cannot_claim_a_prepared_port(node: OvsNode):
+    device_id = node.admit("pod-a")
+    prepared = prepared_port(node, device_id)
+    node.admit("pod-b")
+    with netns("nnpa") as ns:
+        # pod-b names pod-a's device: the kubelet did not allocate it to pod-b.
+        stolen = {**node.netconf("pod-b"), "deviceID": device_id}
+        refused = node.cni("ADD", stolen, "pod-b", ns.path)
+        assert refused.rc != 0
+        assert refused.json["code"] == errors.DEVICE_NOT_ALLOCATED, refused.json
+        kept = node.port_row(device_id)
+        assert kept is not None and kept["_uuid"] == prepared["_uuid"]
+        assert kept["external_ids"][TAG_PREPARED] == "true"
+        assert kept["external_ids"][TAG_POD_NAME] == ""
+        assert node.records() == [] and node.leases() == []
+
+
+def test_gc_removes_the_prepared_port_of_a_pod_that_never_got_its_network(node: OvsNode):
+    device_id = node.admit("pod-gone")
+    prepared_port(node, device_id)
+    # The pod is deleted before its sandbox came up: no ADD, no DEL, only the runtime's GC.
+    node.kubelet.remove_pod("default", "pod-gone")
+    conf = {**node.netconf("pod-gone"), "cni.dev/valid-attachments": []}
+    ok(node.cni("GC", conf, "-"))
+    assert node.port_row(device_id) is None
+    assert device_id not in node.agent.allocator.all()
+
+
+def test_gc_keeps_the_prepared_port_of_an_allocated_device(node: OvsNode):
+    device_id = node.admit("pod-waiting")
+    prepared = prepared_port(node, device_id)
+    conf = {**node.netconf("pod-waiting"), "cni.dev/valid-attachments": []}
+    ok(node.cni("GC", conf, "-"))
+    kept = node.port_row(device_id)
+    assert kept is not None and kept["_uuid"] == prepared["_uuid"]
+
+
+def test_restarted_agent_removes_prepared_ports_no_allocation_holds(node: OvsNode):
+    kept_id = node.admit("pod-kept")
+    dropped_id = node.admit("pod-dropped")
+    kept = prepared_port(node, kept_id)
+    prepared_port(node, dropped_id)
+    # The allocation went (as CNI GC releases it) but the agent stopped before it removed
+    # the port: the next agent finds a prepared port that nothing allocated.
+    node.agent.allocator.release(dropped_id)
+    node.harness.stop_agent()
+    node.harness.start_agent()
+    eventually(lambda: node.port_row(dropped_id) is None, timeout=10)
+    still = node.port_row(kept_id)
+    assert still is not None and still["_uuid"] == kept["_uuid"]
+
+
+def test_without_prepare_at_allocate_the_add_makes_the_port(private_ovs: PrivateOvs):  # noqa: F811
+    with running_node(private_ovs, prepare=False) as plain:
+        device_id = plain.admit("pod-a")
+        time.sleep(0.5)  # a prepared port shows up within tens of ms
+        assert plain.port_row(device_id) is None
+        with netns("nnpa") as ns:
+            conf = plain.netconf("pod-a")
+            ok(plain.cni("ADD", conf, "pod-a", ns.path))
+            port = plain.port_row(device_id)
+            assert port is not None and TAG_PREPARED not in port["external_ids"]
+            ok(plain.cni("DEL", conf, "pod-a"))
+        assert plain.port_uuids() == {}
