@@ -11,7 +11,10 @@ the machine's load than wall time does.
 Steps overlap: IPAM runs in a worker beside the vSwitch plug, and the plug's own steps
 (commit, wait for ovs-vswitchd) are inside "plug".
 
-    .venv/bin/python bench/profile_cni_add.py [--adds 100]
+With ``--prepared`` each ADD finds its port prepared, as a pod's ADD does after Allocate
+(cni/prepare.py, run here before the shim is exec'd): the plug is then the claim.
+
+    .venv/bin/python bench/profile_cni_add.py [--adds 100] [--prepared]
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ def _instrument() -> None:
     _timed(cni.commands, "write_container_config", "numanet.json write")
     _timed(backend.OvsVSwitch, "plug", "plug (all of it)")
     _timed(backend.OvsVSwitch, "_commit", "  plug: OVSDB transaction")
+    _timed(backend.OvsVSwitch, "_claim", "  plug: claim of the prepared port")
     _timed(backend.OvsVSwitch, "_check_applied", "  plug: wait for ovs-vswitchd to apply")
 
 
@@ -98,6 +102,8 @@ def main() -> int:
     parser.add_argument("--adds", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--plugin-python", default=bench_cni.HOST_PYTHON)
+    parser.add_argument("--prepared", action="store_true",
+                        help="prepare each ADD's port first, as the agent does at Allocate")
     args = parser.parse_args()
 
     from vswitch.ovs.private import INSTALL_HINT, PrivateOvs, missing_ovs_parts
@@ -107,6 +113,7 @@ def main() -> int:
         return 2
     _instrument()
     from cni.install import install
+    from cni.prepare import prepare_port
     from cni.service import start_agent_service
     from deviceplugin.kubelet_standin.podresources import PodAllocation, PodResourcesStandIn
     from vswitch.ovs.backend import OvsVSwitch
@@ -156,7 +163,9 @@ def main() -> int:
                 "ranges": [[{"subnet": "10.99.0.0/24"}]]}
         rows: list[dict[str, float]] = []
         print(f"profiling {args.adds} ADDs (+{args.warmup} warm-up), plugin #!"
-              f"{args.plugin_python} -IS, load average {os.getloadavg()[0]:.1f}")
+              f"{args.plugin_python} -IS, ports {'prepared' if args.prepared else 'made'} "
+              f"at ADD, load average {os.getloadavg()[0]:.1f}")
+        slots = bench_cni.BenchSlots(run_dir)
         for i in range(args.warmup + args.adds):
             for command in ("ADD", "DEL"):
                 env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": command,
@@ -167,6 +176,11 @@ def main() -> int:
                                    f"K8S_POD_NAME=pod-{i % bench_cni.DEVICES}"}
                 conf = {"cniVersion": "1.1.0", "name": "prof-net", "type": "numanet",
                         "deviceID": ids[i % bench_cni.DEVICES], "ipam": ipam}
+                if command == "ADD" and args.prepared:
+                    slot = slots.slot(ids[i % bench_cni.DEVICES])
+                    assert slot is not None
+                    if prepare_port(service.context, slot) is None:
+                        raise RuntimeError(f"port of {slot.device_id} not prepared")
                 with _events_lock:
                     _events.clear()
                 before = _process_cpu()

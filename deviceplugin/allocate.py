@@ -64,9 +64,24 @@ class Allocator:
         self._listeners: list[Callable[[list[Slot]], None]] = []
 
     def on_allocated(self, listener: Callable[[list[Slot]], None]) -> None:
-        """Call ``listener(slots)`` after each successful Allocate, on the gRPC thread
-        (it must hand slow work off: the kubelet waits for the answer)."""
+        """Call ``listener(slots)`` once the kubelet has the answer of a successful
+        Allocate (``announce``), on a gRPC thread: slow work must be handed off."""
         self._listeners.append(listener)
+
+    def announce(self, pool: str, device_ids: Sequence[str]) -> None:
+        """Tell the listeners about devices an Allocate gave out."""
+        try:
+            slots = self.resolve(pool, device_ids)
+        except AllocateError as exc:  # the pool changed since: nothing to tell
+            log.info("allocation not announced pool=%s devices=%s: %s", pool,
+                     ",".join(device_ids), exc)
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(slots)
+            except Exception:  # noqa: BLE001 - one listener must not silence the others
+                log.exception("allocation listener failed pool=%s devices=%s", pool,
+                              ",".join(device_ids))
 
     def resolve(self, pool: str, device_ids: Sequence[str]) -> list[Slot]:
         """The slots of these IDs in ``pool``; AllocateError naming every unknown ID."""
@@ -132,12 +147,6 @@ class Allocator:
             self._written.update(devinfo)
         response.envs.update(container_env(prefix, pool, slots))
         self.manager.notify_allocation(pool)
-        for listener in list(self._listeners):
-            try:
-                listener(slots)
-            except Exception:  # noqa: BLE001 - an observer must not fail the kubelet's call
-                log.exception("allocation listener failed pool=%s devices=%s", pool,
-                              ",".join(s.device_id for s in slots))
         return response
 
     def all(self) -> dict[str, AllocationRecord]:

@@ -7,6 +7,7 @@ nodes and duration.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -156,6 +157,7 @@ class PoolServer(api_pb2_grpc.DevicePluginServicer):
                  context: grpc.ServicerContext) -> api_pb2.AllocateResponse:
         started = time.perf_counter()
         response = api_pb2.AllocateResponse()
+        allocated: list[str] = []
         with metrics.kubelet_call(self.pool, "Allocate") as call:
             for container in request.container_requests:
                 ids = list(container.devices_ids)
@@ -168,6 +170,12 @@ class PoolServer(api_pb2_grpc.DevicePluginServicer):
                     self._log_call("Allocate", ids, started, error=str(exc))
                     context.abort(code, str(exc))
                 self._log_call("Allocate", ids, started)
+                allocated += ids
+        # Listeners (ports prepared at Allocate) start once the answer is on its way, so
+        # their work never delays the kubelet's call.
+        announce = functools.partial(self.allocator.announce, self.pool, allocated)
+        if not context.add_callback(announce):
+            announce()
         return response
 
     def PreStartContainer(self, request: api_pb2.PreStartContainerRequest,

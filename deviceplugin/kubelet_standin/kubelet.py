@@ -130,6 +130,9 @@ class KubeletStandin:
         self._cond = threading.Condition(self._lock)
         self._endpoints: dict[str, _Endpoint] = {}
         self._allocations: list[Allocation] = []
+        # Wall time of each Allocate call as the device manager waits for it (the kubelet
+        # exports the same as kubelet_device_plugin_alloc_duration_seconds).
+        self.alloc_durations: list[float] = []
         self._server: grpc.Server | None = None
 
     # --- lifecycle ---
@@ -330,11 +333,14 @@ class KubeletStandin:
         endpoint = self._endpoint(resource)
         request = api_pb2.AllocateRequest(container_requests=[
             api_pb2.ContainerAllocateRequest(devices_ids=list(device_ids))])
+        started = time.perf_counter()
         try:
             answer = endpoint.stub.Allocate(request, timeout=5)
         except grpc.RpcError as exc:
             raise StandinError(f"{resource}: Allocate failed: {exc.code().name}: "
                                f"{exc.details()}") from exc
+        finally:
+            self.alloc_durations.append(time.perf_counter() - started)
         if len(answer.container_responses) != 1:
             raise StandinError(f"{resource}: Allocate answered {len(answer.container_responses)}"
                                " container responses for one container")

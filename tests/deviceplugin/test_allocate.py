@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
 from helpers.deviceplugin import AgentHarness, check_device_info
+from helpers.ovs import eventually
 
 from deviceplugin import naming
 from deviceplugin.kubelet_standin import ContainerSpec, StandinError
@@ -141,6 +144,34 @@ def test_pods_get_disjoint_slots_and_must_include_is_honoured(two_node_agent: Ag
     assert len(set(app.device_ids)) == 2
     with pytest.raises(StandinError, match="2 requested, 1 available"):
         kubelet.admit_pod("ns", "d", [ContainerSpec("c", {VHOST: 2})])
+
+
+def test_listeners_hear_of_an_allocation_once_the_kubelet_has_its_answer(
+        two_node_agent: AgentHarness) -> None:
+    harness = ready(two_node_agent)
+    assert harness.agent is not None
+    heard: list[tuple[str, ...]] = []
+    answered = threading.Event()
+
+    def listener(slots: list) -> None:
+        # Runs after the answer went out: the kubelet's call has returned by now.
+        assert answered.wait(5)
+        heard.append(tuple(s.device_id for s in slots))
+
+    def broken(slots: list) -> None:
+        raise RuntimeError("a listener bug")
+
+    harness.agent.allocator.on_allocated(broken)
+    harness.agent.allocator.on_allocated(listener)
+    ids = ["vhostuser-ovs-n1-001", "vhostuser-ovs-n0-003"]
+    harness.kubelet.allocate(VHOST, ids)  # the broken listener does not fail Allocate
+    answered.set()
+    eventually(lambda: heard)
+    assert heard == [tuple(ids)]
+    with pytest.raises(StandinError, match="unknown device IDs"):
+        harness.kubelet.allocate(VHOST, ["vhostuser-ovs-n9-000"])
+    time.sleep(0.2)
+    assert heard == [tuple(ids)]  # a refused Allocate gives nothing out
 
 
 def test_slot_group_makes_slot_dirs_group_writable(make_harness) -> None:
