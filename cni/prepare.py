@@ -38,8 +38,16 @@ _DEFAULT_SHAPE = NetConf(cni_version="1.1.0", name="")
 def prepare_ports(ctx: Context, slots: Sequence[Slot]) -> list[Future[PluggedPort | None]]:
     """Prepare the ports of just-allocated slots in the background; the futures are for
     tests and benchmarks (the agent does not wait for them)."""
-    return [ctx.executor.submit(prepare_port, ctx, slot) for slot in slots
-            if _preparable(ctx, slot) is not None]
+    futures = []
+    for slot in slots:
+        if _preparable(ctx, slot) is None:
+            continue
+        try:
+            futures.append(ctx.prepare_executor.submit(prepare_port, ctx, slot))
+        except RuntimeError:  # the CNI service is stopping: the ADD will make the port
+            log.info("port not prepared device_id=%s pool=%s: the agent is stopping",
+                     slot.device_id, slot.pool)
+    return futures
 
 
 def prepare_port(ctx: Context, slot: Slot) -> PluggedPort | None:

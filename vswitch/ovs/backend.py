@@ -77,7 +77,7 @@ def _interface_problem(tables: Any, name: str) -> str:
 
 def _describe(spec: PortSpec) -> str:
     owner = spec.owner
-    return f"device_id={spec.device_id} pod={owner.pod_namespace}/{owner.pod_name}"
+    return f"device_id={spec.device_id} pod={owner.pod}"
 
 
 class OvsVSwitch(VSwitch):
@@ -285,12 +285,11 @@ class OvsVSwitch(VSwitch):
             self._rollback(conn, plan, spec)
             raise
         log.info(
-            "%s port %s, device_id=%s pod=%s/%s bridge=%s type=%s socket=%s",
+            "%s port %s, device_id=%s pod=%s bridge=%s type=%s socket=%s",
             "prepared" if spec.owner == Owner() else "plugged",
             plan.name,
             spec.device_id,
-            spec.owner.pod_namespace,
-            spec.owner.pod_name,
+            spec.owner.pod,
             plan.bridge,
             plan.iface_type,
             spec.socket_path,
@@ -314,11 +313,10 @@ class OvsVSwitch(VSwitch):
         problem = conn.read(lambda tables: _interface_problem(tables, plan.name))
         if differences or problem:
             log.info(
-                "prepared port %s does not fit, making it anew, device_id=%s pod=%s/%s: %s",
+                "prepared port %s does not fit, making it anew, device_id=%s pod=%s: %s",
                 plan.name,
                 spec.device_id,
-                spec.owner.pod_namespace,
-                spec.owner.pod_name,
+                spec.owner.pod,
                 problem or "; ".join(differences),
             )
             self._remove(conn, spec.device_id, prepared, ids)
@@ -335,11 +333,10 @@ class OvsVSwitch(VSwitch):
         if not results[0]:
             return None  # removed behind our back: make it anew
         log.info(
-            "claimed prepared port %s, device_id=%s pod=%s/%s",
+            "claimed prepared port %s, device_id=%s pod=%s",
             plan.name,
             spec.device_id,
-            spec.owner.pod_namespace,
-            spec.owner.pod_name,
+            spec.owner.pod,
             extra={"device_id": spec.device_id, "port": plan.name},
         )
         claimed = _ports.plugged_from_tags(plan.name, plan.bridge, port_ids)
@@ -371,11 +368,10 @@ class OvsVSwitch(VSwitch):
                 f"({'; '.join(differences)}): unplug it first"
             )
         log.info(
-            "port %s already plugged, device_id=%s pod=%s/%s",
+            "port %s already plugged, device_id=%s pod=%s",
             plan.name,
             spec.device_id,
-            spec.owner.pod_namespace,
-            spec.owner.pod_name,
+            spec.owner.pod,
         )
         if spec.kind == "memif":
             return self._refresh_memif_queues(conn, spec, plan, plugged)
@@ -414,13 +410,12 @@ class OvsVSwitch(VSwitch):
             aftermath=f"the database keeps n_rxq={pairs}",
         )
         log.info(
-            "memif queues of port %s changed %s -> %d, device_id=%s pod=%s/%s",
+            "memif queues of port %s changed %s -> %d, device_id=%s pod=%s",
             plan.name,
             tagged or "-",
             pairs,
             spec.device_id,
-            spec.owner.pod_namespace,
-            spec.owner.pod_name,
+            spec.owner.pod,
             extra={"device_id": spec.device_id, "port": plan.name},
         )
         return replace(plugged, tags={**plugged.tags, TAG_MEMIF_QUEUES: str(pairs)})
@@ -538,11 +533,10 @@ class OvsVSwitch(VSwitch):
             self._commit(conn, f"rollback of port {plan.name}", UnplugPort(conn.api, plan.name))
         except VSwitchError as exc:
             log.error(
-                "could not roll back port %s, device_id=%s pod=%s/%s: %s",
+                "could not roll back port %s, device_id=%s pod=%s: %s",
                 plan.name,
                 spec.device_id,
-                spec.owner.pod_namespace,
-                spec.owner.pod_name,
+                spec.owner.pod,
                 exc,
             )
             return
@@ -550,11 +544,10 @@ class OvsVSwitch(VSwitch):
             plan.port_external_ids, plan.vswitch_serves_socket, plan.link_socket_to is not None
         )
         log.warning(
-            "rolled back port %s, device_id=%s pod=%s/%s",
+            "rolled back port %s, device_id=%s pod=%s",
             plan.name,
             spec.device_id,
-            spec.owner.pod_namespace,
-            spec.owner.pod_name,
+            spec.owner.pod,
         )
 
     @staticmethod
@@ -598,12 +591,11 @@ class OvsVSwitch(VSwitch):
         serves = kind == "memif" and role in ("slave", "client")
         self._remove_socket_files(ids, serves, linked)
         log.info(
-            "unplugged %sport %s, device_id=%s pod=%s/%s",
+            "unplugged %sport %s, device_id=%s pod=%s",
             "prepared " if plugged.prepared else "",
             plugged.port_name,
             device_id,
-            plugged.owner.pod_namespace,
-            plugged.owner.pod_name,
+            plugged.owner.pod,
             extra={"device_id": device_id, "port": plugged.port_name},
         )
         return bool(results[0])
