@@ -9,8 +9,9 @@ Allocate it asks the slot's vSwitch to ``prepare`` the port, unowned and tagged
 always, and the plug only claims the port (one OVSDB write of its owner tags).
 
 The port takes the shape of the last ADD on the same pool (bridge, MTU, VLAN of that
-network), else the vSwitch's defaults; an ADD asking for another shape gets a port made
-anew, exactly as without preparation. Nothing here can fail an Allocate: it runs in the
+network), else the vSwitch's defaults. An ADD asking for another VLAN or MTU has them set
+on the claimed port; one asking for another bridge gets a port made anew, exactly as
+without preparation. Nothing here can fail an Allocate: it runs in the
 CNI's worker pool after Allocate answered, and a port that cannot be prepared is simply
 plugged by the ADD, which then reports the error to the runtime.
 

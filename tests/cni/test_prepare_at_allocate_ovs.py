@@ -76,7 +76,7 @@ def test_allocate_prepares_the_port_and_add_claims_it_in_place(node: OvsNode):
     assert node.records() == [] and node.leases() == []
 
 
-def test_add_with_other_settings_makes_the_port_anew_and_teaches_the_pool(node: OvsNode):
+def test_add_with_another_vlan_claims_in_place_and_teaches_the_pool(node: OvsNode):
     first = node.admit("pod-a")
     prepared = prepared_port(node, first)
     assert prepared["tag"] in (None, [])
@@ -84,21 +84,28 @@ def test_add_with_other_settings_makes_the_port_anew_and_teaches_the_pool(node: 
         conf_a = {**node.netconf("pod-a"), "vlan": 120}
         ok(node.cni("ADD", conf_a, "pod-a", ns_a.path))
         plugged = node.port_row(first)
-        assert plugged is not None and plugged["tag"] == 120
-        assert plugged["_uuid"] != prepared["_uuid"]  # the VLAN-less port could not serve
+        # The same port, on the network's VLAN by the time the ADD answered.
+        assert plugged is not None and plugged["_uuid"] == prepared["_uuid"]
+        assert plugged["tag"] == 120
 
-        # The pool's next port is prepared the way its network last asked: it is claimed.
+        # The pool's next port is prepared the way its network last asked.
         second = node.admit("pod-b")
         assert second != first
         prepared_b = prepared_port(node, second)
         assert prepared_b["tag"] == 120
-        conf_b = {**node.netconf("pod-b"), "vlan": 120}
-        ok(node.cni("ADD", conf_b, "pod-b", ns_b.path))
-        claimed_b = node.port_row(second)
-        assert claimed_b is not None and claimed_b["_uuid"] == prepared_b["_uuid"]
-        assert claimed_b["external_ids"][TAG_POD_NAME] == "pod-b"
+        # A network on another bridge cannot use it: the port is made anew there.
+        other = f"{node.bridge[:12]}x"
+        conf_b = {**node.netconf("pod-b"), "bridge": other}
+        try:
+            ok(node.cni("ADD", conf_b, "pod-b", ns_b.path))
+            made = node.port_row(second)
+            assert made is not None and made["_uuid"] != prepared_b["_uuid"]
+            assert made["tag"] in (None, [])
+            assert made["external_ids"][TAG_POD_NAME] == "pod-b"
+            ok(node.cni("DEL", conf_b, "pod-b"))
+        finally:
+            node.ovs.vsctl("--if-exists", "del-br", other, wait=False)
         ok(node.cni("DEL", conf_a, "pod-a"))
-        ok(node.cni("DEL", conf_b, "pod-b"))
     assert node.port_uuids() == {} and node.leases() == []
 
 

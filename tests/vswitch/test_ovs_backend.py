@@ -432,27 +432,49 @@ def test_prepared_memif_port_is_claimed_with_its_queues(ovs_bench):
     eventually(lambda: not os.path.exists(s.socket_path))
 
 
-@pytest.mark.parametrize("changes", [{"vlan": 30}, {"mtu": 1400}, {"role": "client"}])
-def test_prepared_port_of_other_settings_is_made_anew(ovs_bench, changes):
+@pytest.mark.parametrize(("prepared_with", "wanted"), [
+    ({}, {"vlan": 30, "mtu": 1400}),
+    ({"vlan": 30, "mtu": 1400}, {}),
+    ({"vlan": 30}, {"vlan": 31}),
+])
+def test_prepared_port_takes_another_vlan_and_mtu_in_place(ovs_bench, prepared_with, wanted):
+    device_id = f"pv-ovs-n0-{len(prepared_with)}{len(wanted)}"
+    prepared = ovs_bench.switch.prepare(spec(ovs_bench, device_id, owner=Owner(),
+                                             **prepared_with))
+    before = port(ovs_bench.ovs, prepared.port_name)
+    assert before["tag"] == prepared_with.get("vlan", [])
+    plugged = ovs_bench.switch.plug(spec(ovs_bench, device_id, **wanted))
+    row = port(ovs_bench.ovs, plugged.port_name)
+    iface = interface(ovs_bench.ovs, plugged.port_name)
+    assert row["_uuid"] == before["_uuid"] and iface["ofport"] > 0  # the same port
+    assert row["tag"] == wanted.get("vlan", [])
+    assert iface["mtu_request"] == wanted.get("mtu", [])
+    ids = row["external_ids"]
+    assert TAG_PREPARED not in ids and ids.get("numanet-vlan") == (
+        str(wanted["vlan"]) if "vlan" in wanted else None)
+    assert_tags(ids, device_id)
+    assert ovs_bench.switch.unplug(device_id)
+
+
+@pytest.mark.parametrize("changes", [{"role": "client"}, {"network": "nnother"}])
+def test_prepared_port_of_another_kind_or_bridge_is_made_anew(ovs_bench, changes):
     device_id = f"pa-ovs-n0-{sorted(changes)[0]}"
-    role = changes.pop("role", "server")
     prepared = ovs_bench.switch.prepare(spec(ovs_bench, device_id, owner=Owner()))
     uuid = port(ovs_bench.ovs, prepared.port_name)["_uuid"]
-    wanted = spec(ovs_bench, device_id, role=role, **changes)
-    plugged = ovs_bench.switch.plug(wanted)
-    row = port(ovs_bench.ovs, plugged.port_name)
-    assert row["_uuid"] != uuid and TAG_PREPARED not in row["external_ids"]
-    assert_tags(row["external_ids"], device_id)
-    iface = interface(ovs_bench.ovs, plugged.port_name)
-    if "vlan" in changes:
-        assert row["tag"] == 30
-    if "mtu" in changes:
-        assert iface["mtu_request"] == 1400
-    if role == "client":
-        assert iface["type"] == "dpdkvhostuser"
-        assert stat.S_ISSOCK(os.stat(wanted.socket_path).st_mode)
-    assert bridge_ports(ovs_bench.ovs, ovs_bench.bridge) == [plugged.port_name]
-    assert ovs_bench.switch.unplug(device_id)
+    wanted = spec(ovs_bench, device_id, **changes)
+    try:
+        plugged = ovs_bench.switch.plug(wanted)
+        row = port(ovs_bench.ovs, plugged.port_name)
+        assert row["_uuid"] != uuid and TAG_PREPARED not in row["external_ids"]
+        assert_tags(row["external_ids"], device_id)
+        if "role" in changes:
+            assert interface(ovs_bench.ovs, plugged.port_name)["type"] == "dpdkvhostuser"
+            assert stat.S_ISSOCK(os.stat(wanted.socket_path).st_mode)
+        assert bridge_ports(ovs_bench.ovs, wanted.network) == [plugged.port_name]
+        assert ovs_bench.switch.unplug(device_id)
+    finally:
+        if "network" in changes:
+            ovs_bench.ovs.vsctl("--if-exists", "del-br", changes["network"])
 
 
 def test_prepare_refuses_an_owner(ovs_bench):

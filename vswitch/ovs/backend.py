@@ -8,7 +8,8 @@ so a failed port is removed again and the caller gets a VSwitchError.
 
 ``prepare`` makes a slot's port at Allocate, before any pod owns it; the ADD's ``plug``
 then claims it with one transaction on ``external_ids`` alone, which ovs-vswitchd does
-not act on, so the pod's ADD no longer waits for DPDK to set the port up.
+not act on, so the pod's ADD no longer waits for DPDK to set the port up (a VLAN or MTU
+other than the prepared one is set in the same transaction, and then waited for).
 """
 
 from __future__ import annotations
@@ -307,7 +308,7 @@ class OvsVSwitch(VSwitch):
     ) -> PluggedPort | None:
         """Give a prepared port the spec's owner; None when it cannot serve this spec (other
         settings, or vswitchd did not take it) and was removed, so the caller creates it."""
-        differences = _ports.claim_differences(plan, ids)
+        settings, differences = _ports.claim_differences(plan, ids)
         if prepared.network != plan.bridge:
             differences.append(f"bridge: {prepared.network!r} -> {plan.bridge!r}")
         problem = conn.read(lambda tables: _interface_problem(tables, plan.name))
@@ -324,19 +325,35 @@ class OvsVSwitch(VSwitch):
         # Queue tags were derived when the port was made; they stay until refreshed below.
         derived = {k: v for k, v in ids.items() if k == TAG_MEMIF_QUEUES}
         port_ids = {**plan.port_external_ids, **derived}
-        results, _ = self._commit(
+        iface_ids = {**plan.iface_external_ids, **derived}
+        results, next_cfg = self._commit(
             conn,
             f"claim of {_describe(spec)} port {plan.name}",
-            ClaimPort(conn.api, plan.name, port_ids, {**plan.iface_external_ids, **derived}),
-            bump_cfg=False,
+            ClaimPort(conn.api, plan, port_ids, iface_ids, bool(settings)),
+            bump_cfg=bool(settings),
         )
         if not results[0]:
             return None  # removed behind our back: make it anew
+        if settings:
+            # The pod's traffic must never run on the prepared port's VLAN: wait for it.
+            try:
+                self._check_applied(
+                    conn,
+                    plan,
+                    next_cfg,
+                    spec,
+                    action=f"the VLAN/MTU change ({'; '.join(settings)}) of",
+                    refused=f"apply {'; '.join(settings)} to",
+                )
+            except BaseException:
+                self._rollback(conn, plan, spec)
+                raise
         log.info(
-            "claimed prepared port %s, device_id=%s pod=%s",
+            "claimed prepared port %s, device_id=%s pod=%s%s",
             plan.name,
             spec.device_id,
             spec.owner.pod,
+            f" changed {'; '.join(settings)}" if settings else "",
             extra={"device_id": spec.device_id, "port": plan.name},
         )
         claimed = _ports.plugged_from_tags(plan.name, plan.bridge, port_ids)

@@ -114,25 +114,36 @@ class UnplugPort(command.BaseCommand):  # type: ignore[misc]
 
 class ClaimPort(command.BaseCommand):  # type: ignore[misc]
     """Give a prepared port its owner: replace the external_ids of the Port and its
-    Interface. Only numanet reads them, so ovs-vswitchd has nothing to apply. Result
-    False when the port is gone."""
+    Interface (only numanet reads them) and, with ``settings``, set the plan's VLAN tag and
+    MTU request (ovs-vswitchd applies those). Result False when the port is gone."""
 
     def __init__(
-        self, api: Any, name: str, port_ids: dict[str, str], iface_ids: dict[str, str]
+        self,
+        api: Any,
+        plan: PortPlan,
+        port_ids: dict[str, str],
+        iface_ids: dict[str, str],
+        settings: bool,
     ) -> None:
         super().__init__(api)
-        self.name = name
+        self.plan = plan
         self.port_ids = port_ids
         self.iface_ids = iface_ids
+        self.settings = settings
 
     def run_idl(self, txn: Any) -> None:
-        port = idlutils.row_by_value(self.api.idl, "Port", "name", self.name, None)
+        plan = self.plan
+        port = idlutils.row_by_value(self.api.idl, "Port", "name", plan.name, None)
         if port is None:
             self.result = False
             return
         port.external_ids = self.port_ids
+        if self.settings:
+            port.tag = [] if plan.tag is None else [plan.tag]
         for iface in port.interfaces:
             iface.external_ids = self.iface_ids
+            if self.settings:
+                iface.mtu_request = [] if plan.mtu_request is None else [plan.mtu_request]
         self.result = True
 
 
