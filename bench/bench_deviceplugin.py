@@ -36,7 +36,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 import grpc  # noqa: E402
 from helpers.deviceplugin import InMemoryVSwitchDouble  # noqa: E402
-from helpers.sysfs import HUGE_2M, NodeSpec, build_sysfs  # noqa: E402
+from helpers.sysfs import HUGE_2M, NodeSpec, PciSpec, build_sysfs  # noqa: E402
 
 from deviceplugin.agent import Agent, AgentOptions  # noqa: E402
 from deviceplugin.kubelet_standin import KubeletStandin  # noqa: E402
@@ -168,6 +168,36 @@ def measure(root: Path, calls: int, restarts: int, strict: bool) -> int:
         kubelet.stop()
 
 
+def topology_rounds(root: Path, rounds: int = 50) -> None:
+    """What the agent's refresher pays per round for the topology, on 4 nodes with 256
+    vfio VFs: a full scan (NICs too), and a round that reads the nodes and hugepages only
+    (deviceplugin/topology_scan.py: NICs are read on udev events and every 30 s)."""
+    from deviceplugin.topology_scan import TopologyScanner
+
+    pfs = [PciSpec(address=f"0000:{0x18 + 0x40 * k:02x}:00.0", numa_node=k, driver="ice",
+                   netdev=f"ens{k}f0", iommu_group=1000 * (k + 1), totalvfs=64,
+                   vfs=tuple(PciSpec(address=f"0000:{0x19 + 0x40 * k:02x}:{v // 8:02x}.{v % 8}",
+                                     numa_node=k, device="1889", driver="vfio-pci",
+                                     iommu_group=1000 * (k + 1) + 1 + v) for v in range(64)))
+           for k in range(NODES)]
+    nodes = [NodeSpec(id=k, cpus=frozenset({2 * k, 2 * k + 1}),
+                      hugepages={HUGE_2M: (1024, 1024)}) for k in range(NODES)]
+    build_sysfs(root / "vfsys", nodes, pfs)
+    for label, events in (("full (no udev, or a NIC event)", False), ("nodes and hugepages only",
+                                                                      True)):
+        scanner = TopologyScanner(root / "vfsys", nic_interval=3600)
+        scanner.scan()
+        scanner.events = events
+        cpu: list[float] = []
+        for _ in range(rounds):
+            started = time.process_time()
+            topology = scanner.scan()
+            cpu.append(time.process_time() - started)
+        assert len(topology.nics) == NODES * 65
+        print(f"{'topology round, ' + label:<52} CPU median "
+              f"{statistics.median(cpu) * 1000:6.2f} ms (4 nodes, {len(topology.nics)} NICs)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
@@ -186,7 +216,9 @@ def main() -> int:
         build_sysfs(root / "sys", nodes)
         (root / "hugepages").mkdir()
         (root / "config.yaml").write_text(CONFIG.replace("@HUGEPAGES@", str(root / "hugepages")))
-        return measure(root, args.calls, args.restarts, args.strict)
+        code = measure(root, args.calls, args.restarts, args.strict)
+        topology_rounds(root)
+        return code
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -8,9 +8,10 @@ re-registered after kubelet restarts -> the CNI service on ``<run-dir>/cni.sock`
 the adoption of the attachments the CNI recorded before this start (at once for the
 healthy vSwitches, later for the others) -> a refresher that re-reads topology, vSwitch
 health and the config file every ``--refresh-interval`` seconds and at once on udev
-events. SIGTERM or SIGINT stops it all in reverse order, removing the plugin sockets, the
-CNI socket, the device-info files and the status file it created (CDI specs stay for
-container restarts).
+events (NICs only on udev events and every ``--nic-rescan-interval`` seconds:
+deviceplugin/topology_scan.py). SIGTERM or SIGINT stops it all in reverse order,
+removing the plugin sockets, the CNI socket, the device-info files and the status file
+it created (CDI specs stay for container restarts).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numa
 from deviceplugin import metrics, naming
 from deviceplugin.allocate import Allocator, AllocatorSettings
 from deviceplugin.config import (
@@ -43,6 +43,7 @@ from deviceplugin.registration import DEVICE_PLUGINS_SUBDIR
 from deviceplugin.slots import Slot
 from deviceplugin.state import AllocationStore
 from deviceplugin.status_file import StatusWriter, build_status, pool_usage, status_path
+from deviceplugin.topology_scan import DEFAULT_NIC_INTERVAL, TopologyScanner
 from deviceplugin.vswitches import Factory, VSwitchMonitor, default_factory
 from vswitch.api import VSwitch
 
@@ -64,6 +65,7 @@ class AgentOptions:
     metrics_address: str | None = None  # host:port, "off" to disable; default from metrics
     slot_group: int | None = None
     refresh_interval: float = 1.0
+    nic_rescan_interval: float = DEFAULT_NIC_INTERVAL
     udev: bool = True
     vswitch_factory: Factory = field(default=default_factory, compare=False)
 
@@ -112,7 +114,8 @@ class Agent:
         opts.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(opts.run_dir, 0o755)
         self._check_socket_paths()
-        topology = numa.discover(opts.sysfs)
+        self.scanner = TopologyScanner(opts.sysfs, opts.nic_rescan_interval)
+        topology = self.scanner.scan()
         for warning in topology.warnings:
             log.warning("topology warning: %s", warning)
         loaded = self.manager.allocations.load()
@@ -163,7 +166,7 @@ class Agent:
         """One round: config file, topology, vSwitch states -> manager -> servers."""
         self._maybe_reload_config()
         try:
-            topology = numa.discover(self.options.sysfs)
+            topology = self.scanner.scan()
         except OSError as exc:
             log.error("topology scan failed, keeping the previous view error=%s", exc)
             return
@@ -320,15 +323,21 @@ class Agent:
         try:
             from numa.hotplug import HotplugMonitor
 
-            monitor = HotplugMonitor(lambda event: self.wake())
+            def on_event(_event: Any) -> None:
+                self.scanner.nics_changed()
+                self.wake()
+
+            monitor = HotplugMonitor(on_event)
             monitor.start()
             self._hotplug = monitor
+            self.scanner.events = True
         except Exception as exc:  # no netlink in this container: the periodic rescan remains
             log.warning("udev hotplug events unavailable, rescanning periodically only "
                         "interval_s=%.1f error=%s", self.options.refresh_interval, exc)
 
     def _stop_hotplug(self) -> None:
         monitor, self._hotplug = self._hotplug, None
+        self.scanner.events = False
         if monitor is not None:
             monitor.stop()
 
@@ -362,6 +371,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-address", default=None, help=hidden)
     parser.add_argument("--slot-group", default=None, help=hidden)
     parser.add_argument("--refresh-interval", type=float, default=1.0, help=hidden)
+    parser.add_argument("--nic-rescan-interval", type=float, default=DEFAULT_NIC_INTERVAL,
+                        help="seconds between NIC rescans when udev reports no change "
+                             "(default %(default)s; with --no-udev NICs are read every round)")
     parser.add_argument("--no-udev", action="store_true", help=hidden)
     parser.add_argument("--log-level", default=os.environ.get("NUMANET_LOG_LEVEL", "INFO"),
                         help=hidden)
@@ -373,7 +385,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         sysfs=args.sysfs, devinfo_dir=args.devinfo_dir, cdi_dir=args.cdi_dir,
         pod_resources_socket=args.pod_resources_socket, metrics_address=args.metrics_address,
         slot_group=_group_id(args.slot_group), refresh_interval=args.refresh_interval,
-        udev=not args.no_udev,
+        nic_rescan_interval=args.nic_rescan_interval, udev=not args.no_udev,
     )
 
 
