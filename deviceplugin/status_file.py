@@ -104,6 +104,7 @@ class StatusWriter:
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._written: dict[str, Any] | None = None
 
     def start(self) -> None:
         self.write()
@@ -114,9 +115,15 @@ class StatusWriter:
         self._dirty.set()
 
     def write(self) -> None:
+        """Write the document when something in it changed: the refresher marks it dirty
+        every round, and ``updatedAt`` then says when the status last changed."""
         try:
             document = self._build()
+            unchanged = {**document, "updatedAt": None}
+            if unchanged == self._written and self.path.exists():
+                return
             write_atomic(self.path, json.dumps(document, indent=1).encode() + b"\n", mode=0o644)
+            self._written = unchanged
         except Exception:  # status is for people; it must never take the agent down
             log.exception("cannot write status file path=%s", self.path)
 
