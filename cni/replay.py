@@ -27,12 +27,14 @@ reports for the port changed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from cni.container_config import refresh_container_config
+from cni.container_config import config_path, refresh_container_config, remove_file
 from cni.context import Context
 from cni.errors import CniError
 from cni.lookups import memif_queues, port_spec
@@ -70,10 +72,9 @@ def adopt(ctx: Context, vswitch: str) -> Adoption:
         except VSwitchError as exc:
             log.error("prepared ports not checked vswitch=%s error=%s", vswitch, exc)
     ids = sorted({r.device_id for r in ctx.records.all() if _slot_on(ctx, r, vswitch)})
-    if not ids:
-        log.info("adopted attachments vswitch=%s plugged=0 removed=0 failed=0", vswitch)
-        return Adoption()
-    held = _held_devices(ctx)
+    # Asked once, and only when something needs the answer: at a node's boot the kubelet
+    # may not serve pod-resources yet, and a question would wait for its timeout.
+    held = functools.cache(lambda: _held_devices(ctx))
     plugged: list[str] = []
     removed: list[str] = []
     failed: dict[str, str] = {}
@@ -87,7 +88,7 @@ def adopt(ctx: Context, vswitch: str) -> Adoption:
                 continue
             what = record.what
             try:
-                if _unheld(record, slot, held):
+                if _unheld(record, slot, held()):
                     _remove(ctx, backend, record)
                     removed.append(device_id)
                     log.info("removed attachment no pod holds %s vswitch=%s", what, vswitch)
@@ -99,9 +100,41 @@ def adopt(ctx: Context, vswitch: str) -> Adoption:
             except (VSwitchError, CniError) as exc:
                 failed[device_id] = str(exc)
                 log.error("adoption failed %s vswitch=%s error=%s", what, vswitch, exc)
+    removed += _remove_orphans(ctx, backend, vswitch, held)
     log.info("adopted attachments vswitch=%s plugged=%d removed=%d failed=%d", vswitch,
              len(plugged), len(removed), len(failed))
     return Adoption(tuple(plugged), tuple(removed), failed)
+
+
+def _remove_orphans(ctx: Context, backend: VSwitch, vswitch: str,
+                    held: Callable[[], set[tuple[str, str]] | None]) -> list[str]:
+    """Remove the ports numanet tagged that no record explains and no pod holds (a record
+    lost with the run directory, or a port left by an agent killed between its plug and
+    its record): nothing else would ever remove them. Prepared ports are the allocations'
+    (``remove_unallocated``); while the kubelet cannot be asked nothing goes."""
+    unrecorded = [p for p in backend.ports()
+                  if not p.prepared and ctx.records.get(p.device_id) is None]
+    if not unrecorded:
+        return []
+    known = held()
+    if known is None:
+        return []
+    held_ids = {device_id for _, device_id in known}
+    removed: list[str] = []
+    for port in unrecorded:
+        if port.device_id in held_ids:
+            continue
+        with ctx.locks.hold(port.device_id):
+            if ctx.records.get(port.device_id) is not None:
+                continue  # an ADD recorded it meanwhile
+            backend.unplug(port.device_id)
+            slot = ctx.slots.slot(port.device_id)
+            if slot is not None:
+                remove_file(config_path(slot))
+            removed.append(port.device_id)
+            log.info("removed port no record or pod holds device_id=%s port=%s owner=%s "
+                     "vswitch=%s", port.device_id, port.port_name, port.owner.pod, vswitch)
+    return removed
 
 
 def replay(ctx: Context, vswitch: str) -> int:

@@ -202,3 +202,26 @@ def test_status_reports_slots_per_numa_node_and_ovs_health(own_ovs_node: OvsNode
     # pod-b never got its network: only its port prepared at Allocate is left, unowned.
     assert set(node.port_uuids()) == {dev_b} and node.records() == []
     assert node.port_row(dev_b)["external_ids"]["numanet-prepared"] == "true"
+
+
+def test_restarted_agent_removes_ports_no_record_or_pod_explains(ovs_node: OvsNode):
+    node = ovs_node
+    with netns("nnro") as ns_gone, netns("nnro") as ns_held:
+        gone_id, _ = node.plug_pod("pod-gone", ns_gone)
+        held_id, held_conf = node.plug_pod("pod-held", ns_held)
+        before = node.port_uuids()
+        node.harness.stop_agent()
+        # The records are lost (a wiped run directory); pod-gone ended meanwhile.
+        for device_id in (gone_id, held_id):
+            (node.run_dir / "cni" / f"{device_id}.json").unlink()
+        node.kubelet.remove_pod("default", "pod-gone")
+        node.harness.start_agent()
+        node.harness.wait_devices(RESOURCE, all_healthy, timeout=10)
+        # pod-gone's port goes; pod-held's stays (the kubelet still gives it the device).
+        eventually(lambda: gone_id not in node.port_uuids(), timeout=10)
+        assert node.port_uuids() == {held_id: before[held_id]}
+        assert not node.container_config(gone_id).exists()
+        assert node.container_config(held_id).exists()
+        # pod-held's DEL still finds its port by its owner tags.
+        ok(node.cni("DEL", held_conf, "pod-held"))
+        assert node.port_uuids() == {}
