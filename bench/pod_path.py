@@ -60,10 +60,6 @@ SANDBOX_GAP_DOC = ("sandbox gap: the kubelet's volume setup, the runtime's netns
                    "container, Multus' API reads; 100 ms by default, short of a real node's")
 
 
-class AgentRefused(RuntimeError):
-    """The agent exited at start with its usage error (exit 2): it refused the config."""
-
-
 @dataclass(frozen=True)
 class Node:
     """What the pod path shares with the rest of the bench: the OVS, its bridge, the netns
@@ -120,10 +116,8 @@ class AgentRun:
 
     def config(self) -> dict[str, Any]:
         """The demo's agent config, one pool; numaNodes listed since no hugepages here."""
-        ovs: dict[str, Any] = {"db": self.node.ovs.db, "bridge": self.node.bridge}
-        if not self.prepare:
-            # Only written when off: an agent without the feature refuses unknown keys.
-            ovs["prepareAtAllocate"] = False
+        ovs = {"db": self.node.ovs.db, "bridge": self.node.bridge,
+               "prepareAtAllocate": self.prepare}
         huge = self.root / "huge"
         huge.mkdir(parents=True, exist_ok=True)
         return {
@@ -137,7 +131,7 @@ class AgentRun:
 
     def start(self) -> None:
         """Start the stand-ins and the agent; back once the pool is registered with healthy
-        slots and the CNI socket is up. AgentRefused when the agent refused its config."""
+        slots and the CNI socket is up."""
         self.root.mkdir(parents=True)
         config_path = self.root / "config.yaml"
         config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
@@ -167,8 +161,6 @@ class AgentRun:
         deadline = time.monotonic() + AGENT_READY_TIMEOUT
         while not self._ready():
             code = self.process.poll()
-            if code == 2:
-                raise AgentRefused(self.log_tail())
             if code is not None:
                 raise RuntimeError(f"the agent exited with {code}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
@@ -386,12 +378,7 @@ def _unprepared_run(node: Node, gap: float, cycles: int, warmup: int,
                     result: dict[str, Any]) -> list[str]:
     run = AgentRun(node, "unprepared", prepare=False)
     try:
-        try:
-            run.start()
-        except AgentRefused as exc:
-            print("  agent run 2, prepareAtAllocate: false: SKIPPED, the agent refused that "
-                  f"config (an agent without the feature refuses the key):\n{exc}")
-            return []
+        run.start()
         series = run_series(run, [gap], cycles, warmup, lambda: None)
         found = leaks(run)
     finally:

@@ -9,7 +9,8 @@ Allocate it asks the slot's vSwitch to ``prepare`` the port, unowned and tagged
 always, and the plug only claims the port (one OVSDB write of its owner tags).
 
 The port takes the shape of the last ADD on the same pool (bridge, MTU, VLAN of that
-network), else the vSwitch's defaults. An ADD asking for another VLAN or MTU has them set
+network; after an agent restart, of an attachment it recorded), else the vSwitch's
+defaults. An ADD asking for another VLAN or MTU has them set
 on the claimed port; one asking for another bridge gets a port made anew, exactly as
 without preparation. Nothing here can fail an Allocate: it runs in the
 CNI's worker pool after Allocate answered, and a port that cannot be prepared is simply
@@ -28,6 +29,7 @@ from concurrent.futures import Future
 from cni.context import Context
 from cni.lookups import is_ip_mode, port_spec
 from cni.netconf import NetConf
+from cni.teardown import record_netconf
 from deviceplugin.slots import Slot
 from vswitch.api import Owner, PluggedPort, VSwitch, VSwitchError
 
@@ -61,7 +63,7 @@ def prepare_port(ctx: Context, slot: Slot) -> PluggedPort | None:
             # An attachment of an earlier pod still holds the device: the new pod's ADD
             # takes it over (teardown first), so there is nothing to prepare.
             return None
-        conf = ctx.port_shapes.get(slot.pool, _DEFAULT_SHAPE)
+        conf = _shape(ctx, slot.pool)
         try:
             return backend.prepare(port_spec(backend, slot, conf, Owner(), None))
         except VSwitchError as exc:
@@ -71,6 +73,21 @@ def prepare_port(ctx: Context, slot: Slot) -> PluggedPort | None:
             log.exception("port preparation crashed device_id=%s pool=%s", slot.device_id,
                           slot.pool)
         return None
+
+
+def _shape(ctx: Context, pool: str) -> NetConf:
+    """The network config of the pool's last ADD; after an agent restart, that of an
+    attachment recorded on disk, so the first pods after a restart get fitting ports too."""
+    conf = ctx.port_shapes.get(pool)
+    if conf is None:
+        for record in ctx.records.all():
+            slot = ctx.slots.slot(record.device_id)
+            if slot is not None and slot.pool == pool:
+                conf = record_netconf(record)
+                if conf is not None:
+                    break
+        conf = ctx.port_shapes.setdefault(pool, conf or _DEFAULT_SHAPE)
+    return conf
 
 
 def remember_shape(ctx: Context, slot: Slot, conf: NetConf) -> None:

@@ -173,3 +173,17 @@ def test_without_prepare_at_allocate_the_add_makes_the_port(private_ovs: Private
             assert port is not None and TAG_PREPARED not in port["external_ids"]
             ok(plain.cni("DEL", conf, "pod-a"))
         assert plain.port_uuids() == {}
+
+
+def test_a_restarted_agent_prepares_ports_the_way_the_recorded_networks_ask(node: OvsNode):
+    with netns("nnpa") as ns:
+        first = node.admit("pod-a")
+        prepared_port(node, first)
+        conf = {**node.netconf("pod-a"), "vlan": 77}
+        ok(node.cni("ADD", conf, "pod-a", ns.path))
+        node.harness.stop_agent()
+        node.harness.start_agent()
+        # The new agent learnt nothing in memory; the attachment it recorded tells the shape.
+        second = node.admit("pod-b")
+        assert prepared_port(node, second)["tag"] == 77
+        ok(node.cni("DEL", conf, "pod-a"))
