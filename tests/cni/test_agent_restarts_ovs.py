@@ -16,19 +16,21 @@ from typing import Any
 import pytest
 from helpers.netns import netns
 from helpers.ovs import eventually, private_ovs, started_private_ovs
-from helpers.ovs_node import POOL, RESOURCE, SLOTS, OvsNode, all_healthy, ok, running_node
+from helpers.ovs_node import (
+    POOL,
+    RESOURCE,
+    SLOTS,
+    OvsNode,
+    all_healthy,
+    ok,
+    ovs_node,
+    running_node,
+)
 
 from deviceplugin import naming
-from vswitch.ovs.private import PrivateOvs
 
-__all__ = ["private_ovs"]
+__all__ = ["ovs_node", "private_ovs"]
 pytestmark = pytest.mark.ovs
-
-@pytest.fixture
-def ovs_node(private_ovs: PrivateOvs) -> Iterator[OvsNode]:  # noqa: F811
-    with running_node(private_ovs) as node:
-        yield node
-
 
 @pytest.fixture
 def own_ovs_node() -> Iterator[OvsNode]:

@@ -9,27 +9,20 @@ Interface rows (their UUIDs tell a claimed port from one made anew), their tags,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from helpers.netns import netns
 from helpers.ovs import eventually, interface, private_ovs
-from helpers.ovs_node import OvsNode, ok, running_node
+from helpers.ovs_node import OvsNode, ok, ovs_node, running_node
 
 from cni import errors
 from vswitch.api import TAG_CONTAINER_ID, TAG_POD_NAME, TAG_PREPARED
 from vswitch.ovs.ports import port_name
 from vswitch.ovs.private import PrivateOvs
 
-__all__ = ["private_ovs"]
+__all__ = ["ovs_node", "private_ovs"]
 pytestmark = pytest.mark.ovs
-
-
-@pytest.fixture
-def node(private_ovs: PrivateOvs) -> Iterator[OvsNode]:  # noqa: F811
-    with running_node(private_ovs) as running:
-        yield running
 
 
 def prepared_port(node: OvsNode, device_id: str) -> dict[str, Any]:
@@ -45,7 +38,8 @@ def prepared_port(node: OvsNode, device_id: str) -> dict[str, Any]:
     return port
 
 
-def test_allocate_prepares_the_port_and_add_claims_it_in_place(node: OvsNode):
+def test_allocate_prepares_the_port_and_add_claims_it_in_place(ovs_node: OvsNode):
+    node = ovs_node
     device_id = node.admit("pod-a")
     prepared = prepared_port(node, device_id)
     # Made for the allocation, owned by no pod yet.
@@ -76,7 +70,8 @@ def test_allocate_prepares_the_port_and_add_claims_it_in_place(node: OvsNode):
     assert node.records() == [] and node.leases() == []
 
 
-def test_add_with_another_vlan_claims_in_place_and_teaches_the_pool(node: OvsNode):
+def test_add_with_another_vlan_claims_in_place_and_teaches_the_pool(ovs_node: OvsNode):
+    node = ovs_node
     first = node.admit("pod-a")
     prepared = prepared_port(node, first)
     assert prepared["tag"] in (None, [])
@@ -109,7 +104,8 @@ def test_add_with_another_vlan_claims_in_place_and_teaches_the_pool(node: OvsNod
     assert node.port_uuids() == {} and node.leases() == []
 
 
-def test_another_pod_cannot_claim_a_prepared_port(node: OvsNode):
+def test_another_pod_cannot_claim_a_prepared_port(ovs_node: OvsNode):
+    node = ovs_node
     device_id = node.admit("pod-a")
     prepared = prepared_port(node, device_id)
     node.admit("pod-b")
@@ -126,7 +122,8 @@ def test_another_pod_cannot_claim_a_prepared_port(node: OvsNode):
         assert node.records() == [] and node.leases() == []
 
 
-def test_gc_removes_the_prepared_port_of_a_pod_that_never_got_its_network(node: OvsNode):
+def test_gc_removes_the_prepared_port_of_a_pod_that_never_got_its_network(ovs_node: OvsNode):
+    node = ovs_node
     device_id = node.admit("pod-gone")
     prepared_port(node, device_id)
     # The pod is deleted before its sandbox came up: no ADD, no DEL, only the runtime's GC.
@@ -137,7 +134,8 @@ def test_gc_removes_the_prepared_port_of_a_pod_that_never_got_its_network(node: 
     assert device_id not in node.agent.allocator.all()
 
 
-def test_gc_keeps_the_prepared_port_of_an_allocated_device(node: OvsNode):
+def test_gc_keeps_the_prepared_port_of_an_allocated_device(ovs_node: OvsNode):
+    node = ovs_node
     device_id = node.admit("pod-waiting")
     prepared = prepared_port(node, device_id)
     conf = {**node.netconf("pod-waiting"), "cni.dev/valid-attachments": []}
@@ -146,7 +144,8 @@ def test_gc_keeps_the_prepared_port_of_an_allocated_device(node: OvsNode):
     assert kept is not None and kept["_uuid"] == prepared["_uuid"]
 
 
-def test_restarted_agent_removes_prepared_ports_no_allocation_holds(node: OvsNode):
+def test_restarted_agent_removes_prepared_ports_no_allocation_holds(ovs_node: OvsNode):
+    node = ovs_node
     kept_id = node.admit("pod-kept")
     dropped_id = node.admit("pod-dropped")
     kept = prepared_port(node, kept_id)
@@ -175,7 +174,8 @@ def test_without_prepare_at_allocate_the_add_makes_the_port(private_ovs: Private
         assert plain.port_uuids() == {}
 
 
-def test_a_restarted_agent_prepares_ports_the_way_the_recorded_networks_ask(node: OvsNode):
+def test_a_restarted_agent_prepares_ports_the_way_the_recorded_networks_ask(ovs_node: OvsNode):
+    node = ovs_node
     with netns("nnpa") as ns:
         first = node.admit("pod-a")
         prepared_port(node, first)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from deviceplugin import naming
 from helpers.agent_node import AgentNode, RestartableAgentHarness
 from helpers.cni_shim import CniCall, require_host_local
@@ -140,3 +142,11 @@ def running_node(ovs: PrivateOvs, prepare: bool = True) -> Iterator[OvsNode]:
             node.pod_resources.stop()
         node.harness.cleanup()
         ovs.vsctl("--if-exists", "del-br", node.bridge, wait=False)
+
+
+@pytest.fixture
+def ovs_node(private_ovs: PrivateOvs) -> Iterator[OvsNode]:
+    """A running node on the session's private OVS (the test module imports ``private_ovs``
+    from helpers.ovs too, so pytest finds it)."""
+    with running_node(private_ovs) as node:
+        yield node
