@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import numa
 from deviceplugin.config import Config
 from deviceplugin.health import VSwitchState
 from vswitch.api import VSwitch, VSwitchError, VSwitchUnavailable
@@ -288,11 +289,21 @@ class VSwitchMonitor:
             health = entry.backend.health()
             if not health.healthy:
                 return VSwitchState(name, False, health.reason)
-            return VSwitchState(name, True, "", entry.backend.poll_numa_nodes(self._sysfs_root))
+            return VSwitchState(name, True, "", self._poll_nodes(entry.backend))
         except Exception as exc:  # VSwitchUnavailable, import errors, anything: retry later
             if not isinstance(entry.backend, SelfRecovering):
                 entry.connected = False  # connect() again next round: a no-op while connected
             return VSwitchState(name, False, f"{type(exc).__name__}: {exc}")
+
+    def _poll_nodes(self, backend: VSwitch) -> frozenset[int] | None:
+        """Where the vSwitch polls; None (placement unknown) when sysfs cannot be read."""
+        try:
+            # Nodes only: this runs every probe, and NICs cost tens of ms on a big host.
+            topology = numa.discover(self._sysfs_root, nics=False)
+        except OSError as exc:
+            log.warning("cannot read the NUMA topology for vSwitch placement: %s", exc)
+            return None
+        return backend.poll_numa_nodes(topology)
 
 
 def _connect(entry: _Entry) -> None:

@@ -111,5 +111,4 @@ def cpus_to_nodes(cpus: Iterable[int], topology: Topology) -> frozenset[int]:
     does not know (offline or absent) belong to no node and are left out: a vSwitch mask
     naming a missing CPU polls nowhere there.
     """
-    wanted = frozenset(cpus)
-    return frozenset(node.id for node in topology.nodes if node.cpus & wanted)
+    return topology.nodes_of(cpus)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 # Drivers that hand a device to userspace. vfio-pci needs an IOMMU group to be usable;
@@ -91,6 +91,12 @@ class Topology:
     @property
     def cpus(self) -> frozenset[int]:
         return frozenset().union(*(node.cpus for node in self.nodes))
+
+    def nodes_of(self, cpus: Iterable[int]) -> frozenset[int]:
+        """The nodes that hold any of ``cpus``; CPUs this topology does not know (offline or
+        absent) belong to no node."""
+        wanted = frozenset(cpus)
+        return frozenset(node.id for node in self.nodes if node.cpus & wanted)
 
     def node_of_cpu(self, cpu: int) -> int | None:
         for node in self.nodes:

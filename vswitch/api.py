@@ -8,8 +8,9 @@ tags after a restart. Backends: ``vswitch.ovs`` (ovsdbapp) and ``vswitch.vpp`` (
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 PortKind = Literal["vhost-user", "memif"]
 
@@ -100,6 +101,16 @@ class Health:
     reason: str = ""
 
 
+class CpuTopology(Protocol):
+    """The machine's CPU-to-NUMA-node map, handed in by the caller (``numa.Topology`` is
+    one), so that vswitch reads no sysfs and depends on nothing else of numanet."""
+
+    @property
+    def node_ids(self) -> tuple[int, ...]: ...
+
+    def nodes_of(self, cpus: Iterable[int]) -> frozenset[int]: ...
+
+
 class VSwitch(abc.ABC):
     """One vSwitch instance. Calls are thread safe; ``plug`` of one device ID is idempotent."""
 
@@ -116,7 +127,7 @@ class VSwitch(abc.ABC):
     def health(self) -> Health: ...
 
     @abc.abstractmethod
-    def poll_numa_nodes(self, sysfs_root: str = "/sys") -> frozenset[int] | None:
+    def poll_numa_nodes(self, topology: CpuTopology) -> frozenset[int] | None:
         """NUMA nodes whose CPUs the switch polls packets on; None when it cannot tell."""
 
     @abc.abstractmethod

@@ -20,7 +20,7 @@ from deviceplugin.agent import Agent, AgentOptions
 from deviceplugin.config import Config
 from deviceplugin.kubelet_standin import KubeletStandin
 from helpers.sysfs import FakeSysfs
-from vswitch.api import Health, PluggedPort, PortSpec, VSwitch, VSwitchUnavailable
+from vswitch.api import CpuTopology, Health, PluggedPort, PortSpec, VSwitch, VSwitchUnavailable
 
 # Two pools on vSwitch doubles and a NIC pool; @HUGEPAGES@ becomes the harness's directory.
 BASE_CONFIG = """\
@@ -79,7 +79,7 @@ class InMemoryVSwitchDouble(VSwitch):
     def health(self) -> Health:
         return Health(self.healthy, self.reason)
 
-    def poll_numa_nodes(self, sysfs_root: str = "/sys") -> frozenset[int] | None:
+    def poll_numa_nodes(self, topology: CpuTopology) -> frozenset[int] | None:
         return self.poll_nodes
 
     def plug(self, spec: PortSpec) -> PluggedPort:

@@ -21,6 +21,7 @@ from helpers.ovs import (
     seqpacket_listener,
 )
 
+import numa
 import vswitch
 from vswitch.api import (
     TAG_CONTAINER_ID,
@@ -36,7 +37,7 @@ from vswitch.api import (
     VSwitchUnavailable,
 )
 from vswitch.ovs.backend import OvsVSwitch
-from vswitch.ovs.ports import port_name
+from vswitch.ovs.ports import pmd_cpus, port_name
 
 pytestmark = pytest.mark.ovs
 
@@ -592,7 +593,7 @@ def test_database_gone(fresh_bench):
     assert not switch.health().healthy
     with pytest.raises(VSwitchUnavailable):
         switch.ports()
-    assert switch.poll_numa_nodes() is None
+    assert switch.poll_numa_nodes(numa.discover("/sys", nics=False)) is None
 
 
 def test_database_back_after_a_restart(fresh_bench):
@@ -632,7 +633,7 @@ def _set_mask(ovs, mask: str | None) -> None:
 def test_poll_numa_nodes_from_pmd_cpu_mask(fresh_bench, tmp_path):
     from helpers.sysfs import two_nodes  # node 0: CPUs 0-3,8-11; node 1: CPUs 4-7,12-15
 
-    sysfs = str(two_nodes(tmp_path / "sys").root)
+    sysfs = numa.discover(two_nodes(tmp_path / "sys").root)
     switch, ovs = fresh_bench.switch, fresh_bench.ovs
     for mask, expected in [("0x10", {1}), ("0x11", {0, 1}), ("0x300", {0}), ("0x10000", set())]:
         _set_mask(ovs, mask)
@@ -644,11 +645,10 @@ def test_poll_numa_nodes_from_pmd_cpu_mask(fresh_bench, tmp_path):
 
 
 def test_poll_numa_nodes_on_this_machine(ovs_bench):
-    import numa
-
     mask = ovs_bench.ovs.pmd_cpu_mask
-    expected = numa.cpus_to_nodes(numa.parse_cpumask(mask), numa.discover("/sys"))
-    assert ovs_bench.switch.poll_numa_nodes("/sys") == expected
+    here = numa.discover("/sys")
+    expected = numa.cpus_to_nodes(numa.parse_cpumask(mask), here)
+    assert ovs_bench.switch.poll_numa_nodes(here) == expected
     assert expected  # the private instance's PMD core exists here
 
 
@@ -676,3 +676,15 @@ def test_port_names_are_short_and_stable():
     assert len(names) == 1000
     assert all(len(n) == 15 and n.startswith("nn") and n.isalnum() for n in names)
     assert port_name("vhostuser-ovs-n0-001") == port_name("vhostuser-ovs-n0-001")
+
+
+@pytest.mark.parametrize(("mask", "cpus"), [("0x6", {1, 2}), ("6", {1, 2}), ("0", set()),
+                                            (" 0x100000000 ", {32})])
+def test_pmd_cpu_mask_as_ovs_reads_it(mask, cpus):
+    assert pmd_cpus(mask) == frozenset(cpus)
+
+
+@pytest.mark.parametrize("mask", ["zz", "", "0x", "-0x1", "ff,ff"])
+def test_pmd_cpu_mask_that_is_not_one(mask):
+    with pytest.raises(ValueError, match="pmd-cpu-mask"):
+        pmd_cpus(mask)

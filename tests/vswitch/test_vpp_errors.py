@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from numa.model import Topology
 from tests.vswitch.vpp_fake import API_DIR, FakeVpp
 from tests.vswitch.vpp_timing import FAST
 from vswitch.api import VSwitchError, VSwitchUnavailable
@@ -176,7 +177,7 @@ def test_no_vpp_at_the_socket(vpp_dir, vpp_spec):
         assert not health.healthy and "nothing.sock" in health.reason
         with pytest.raises(VSwitchUnavailable, match="memif-vpp-n0-009.*not connected to VPP"):
             backend.plug(vpp_spec("memif-vpp-n0-009"))
-        assert backend.poll_numa_nodes("/nonexistent") is None
+        assert backend.poll_numa_nodes(Topology(nodes=())) is None
     finally:
         backend.close()
 

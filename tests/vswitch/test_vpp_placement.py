@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import numa
 from tests.vswitch.vpp_fake import FakeThread, FakeVpp
 from tests.vswitch.vpp_timing import FAST
 from vswitch.vpp import VppVSwitch
@@ -73,7 +74,7 @@ MAIN_ON_0 = FakeThread(0, "vpp_main", "", 0)
     ids=["workers-on-node1", "workers-on-both", "main-only", "unpinned-workers"],
 )
 def test_nodes_come_from_the_polling_threads_cpus(vpp_with_threads, sysfs, nodes):
-    assert vpp_with_threads.poll_numa_nodes(str(sysfs)) == frozenset(nodes)
+    assert vpp_with_threads.poll_numa_nodes(numa.discover(sysfs)) == frozenset(nodes)
 
 
 @pytest.mark.parametrize(
@@ -83,4 +84,4 @@ def test_nodes_come_from_the_polling_threads_cpus(vpp_with_threads, sysfs, nodes
     ids=["nothing-pinned", "cpu-unknown-to-sysfs"],
 )
 def test_none_when_vpp_cannot_tell(vpp_with_threads, sysfs):
-    assert vpp_with_threads.poll_numa_nodes(str(sysfs)) is None
+    assert vpp_with_threads.poll_numa_nodes(numa.discover(sysfs)) is None

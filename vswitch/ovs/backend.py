@@ -26,6 +26,7 @@ from ovsdbapp import exceptions as ovsdbapp_exceptions
 from vswitch.api import (
     TAG_DEVICE_ID,
     TAG_MEMIF_QUEUES,
+    CpuTopology,
     Health,
     Owner,
     PluggedPort,
@@ -657,31 +658,26 @@ class OvsVSwitch(VSwitch):
             )
         return Health(True)
 
-    def poll_numa_nodes(self, sysfs_root: str = "/sys") -> frozenset[int] | None:
-        """NUMA nodes of the PMD cores: ``other_config:pmd-cpu-mask`` mapped through sysfs.
+    def poll_numa_nodes(self, topology: CpuTopology) -> frozenset[int] | None:
+        """NUMA nodes of the PMD cores: ``other_config:pmd-cpu-mask`` through ``topology``.
 
         With no pmd-cpu-mask, OVS starts one PMD thread on each NUMA node that has ports,
         so every node of the machine is returned. None when the database cannot be read
         or the mask cannot be parsed.
         """
-        import numa  # lazily: the backend must import without reading sysfs
-
         try:
             conn = self._connection()
         except VSwitchUnavailable:
             return None
-
         text = self._other_config(conn, "pmd-cpu-mask")
-        # Only the nodes: the agent polls this every second and NICs cost tens of ms.
-        topology = numa.discover(sysfs_root, nics=False)
         if not text:
-            return frozenset(node.id for node in topology.nodes)
+            return frozenset(topology.node_ids)
         try:
-            cpus = numa.parse_cpumask(text)
+            cpus = _ports.pmd_cpus(text)
         except ValueError as exc:
-            log.warning("cannot parse OVS pmd-cpu-mask %r: %s", text, exc)
+            log.warning("cannot use OVS's pmd-cpu-mask: %s", exc)
             return None
-        return numa.cpus_to_nodes(cpus, topology)
+        return topology.nodes_of(cpus)
 
     # -- misc ------------------------------------------------------------------------------
 

@@ -281,6 +281,18 @@ def plan_port(spec: PortSpec, default_bridge: str, *, prepared: bool = False) ->
     )
 
 
+def pmd_cpus(pmd_cpu_mask: str) -> frozenset[int]:
+    """The CPUs of ``other_config:pmd-cpu-mask`` (hex, ``0x`` optional, as OVS reads it);
+    ValueError when it is not one."""
+    try:
+        value = int(pmd_cpu_mask.strip(), 16)
+    except ValueError:
+        raise ValueError(f"pmd-cpu-mask {pmd_cpu_mask!r} is not a hex CPU mask") from None
+    if value < 0:
+        raise ValueError(f"pmd-cpu-mask {pmd_cpu_mask!r} is negative")
+    return frozenset(i for i in range(value.bit_length()) if value >> i & 1)
+
+
 def memif_queue_pairs(pmd_cpu_mask: str | None) -> int:
     """Queue pairs a container must open on a memif port OVS serves.
 
@@ -292,7 +304,7 @@ def memif_queue_pairs(pmd_cpu_mask: str | None) -> int:
     pmds = 1
     if pmd_cpu_mask:
         try:
-            pmds = max(1, bin(int(pmd_cpu_mask, 16)).count("1"))
+            pmds = max(1, len(pmd_cpus(pmd_cpu_mask)))
         except ValueError:
             pmds = 1
     return pmds + 1

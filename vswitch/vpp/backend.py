@@ -27,7 +27,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vswitch.api import Health, PluggedPort, PortSpec, VSwitch, VSwitchError, VSwitchUnavailable
+from vswitch.api import (
+    CpuTopology,
+    Health,
+    PluggedPort,
+    PortSpec,
+    VSwitch,
+    VSwitchError,
+    VSwitchUnavailable,
+)
 from vswitch.vpp.bridge import DEFAULT_BD_ID_BASE
 from vswitch.vpp.connection import DEFAULT_CLIENT_NAME, VppConnection
 from vswitch.vpp.inventory import Snapshot
@@ -167,10 +175,8 @@ class VppVSwitch(VSwitch):
             return Health(False, f"VPP at {self.api_socket} does not answer: {exc}")
         return Health(True, f"connected to VPP {self._conn.version} at {self.api_socket}")
 
-    def poll_numa_nodes(self, sysfs_root: str = "/sys") -> frozenset[int] | None:
+    def poll_numa_nodes(self, topology: CpuTopology) -> frozenset[int] | None:
         """NUMA nodes of the CPUs VPP's worker threads (or its main thread) run on."""
-        import numa  # lazily: the backend must import without reading sysfs
-
         try:
             reply = self._conn.call("show_threads")
         except VSwitchError as exc:
@@ -180,8 +186,7 @@ class VppVSwitch(VSwitch):
         if not cpus:
             log.info("VPP reports no pinned polling thread; cannot tell its NUMA nodes")
             return None
-        nodes = numa.cpus_to_nodes(cpus, numa.discover(sysfs_root, nics=False))
-        return nodes or None
+        return topology.nodes_of(cpus) or None
 
     def plug(self, spec: PortSpec) -> PluggedPort:
         validate_spec(spec)
