@@ -204,9 +204,9 @@ def find_port(backend: VSwitch | None, device_id: str,
     if backend is None:
         return None
     try:
-        return next((p for p in backend.ports() if p.device_id == device_id), None)
+        return backend.port(device_id)
     except VSwitchError as exc:
-        raise vswitch_error(exc, f"cannot list ports of vSwitch {backend.name} for "
+        raise vswitch_error(exc, f"cannot look up the port on vSwitch {backend.name} for "
                                  f"{what or f'device_id={device_id}'}") from None
 
 

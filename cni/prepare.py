@@ -108,7 +108,7 @@ def remove_prepared(ctx: Context, device_id: str) -> bool:
             return False
         for backend in backends:
             try:
-                port = next((p for p in backend.ports() if p.device_id == device_id), None)
+                port = backend.port(device_id)
                 if port is not None and port.prepared:
                     removed = backend.unplug(device_id) or removed
             except VSwitchError as exc:

@@ -153,3 +153,7 @@ class VSwitch(abc.ABC):
     @abc.abstractmethod
     def ports(self) -> list[PluggedPort]:
         """Every port this switch holds that carries numanet's owner tag."""
+
+    def port(self, device_id: str) -> PluggedPort | None:
+        """The port of one device, or None; a backend with a quicker lookup overrides it."""
+        return next((p for p in self.ports() if p.device_id == device_id), None)

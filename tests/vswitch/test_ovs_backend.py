@@ -265,6 +265,7 @@ def test_port_named_like_ours_but_foreign_is_not_touched(ovs_bench):
         ovs_bench.switch.unplug("vu-ovs-n0-009")
     with pytest.raises(VSwitchError, match="not numanet's port"):
         ovs_bench.switch.plug(spec(ovs_bench, "vu-ovs-n0-009"))
+    assert ovs_bench.switch.port("vu-ovs-n0-009") is None  # not this device's port
     assert port(ovs_bench.ovs, name) is not None
 
 
@@ -302,6 +303,9 @@ def test_ports_seen_by_a_new_connection(ovs_bench):
     again.connect()
     try:
         listed = {p.device_id: p for p in again.ports() if p.network == ovs_bench.bridge}
+        # The lookup of one device finds what the listing finds.
+        assert {d: again.port(d) for d in owners} == {d: listed.get(d) for d in owners}
+        assert again.port("rc-ovs-n0-999") is None
     finally:
         again.close()
     assert set(listed) == set(owners)

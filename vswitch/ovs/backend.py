@@ -220,6 +220,23 @@ class OvsVSwitch(VSwitch):
 
         return sorted(conn.read(owned), key=lambda p: p.device_id)
 
+    def port(self, device_id: str) -> PluggedPort | None:
+        """By the port's name (derived from the device ID), not a walk over every port."""
+        conn = self._connection()
+        name = _ports.port_name(device_id)
+
+        def lookup(tables: Any) -> PluggedPort | None:
+            found = self._find_port(tables, name)
+            if found is None:
+                return None
+            port, bridge = found
+            ids = read_column(port, "external_ids")
+            if not _ports.is_ours(ids) or ids.get(TAG_DEVICE_ID) != device_id:
+                return None  # a foreign port with our name: not this device's
+            return _ports.plugged_from_tags(name, bridge.name if bridge else "", ids)
+
+        return conn.read(lookup)
+
     def _plugged(
         self, conn: Connection, device_id: str
     ) -> tuple[PluggedPort, dict[str, str]] | None:
