@@ -54,6 +54,7 @@ from cni.replay import replay
 from cni.request import CniRequest
 from cni.result import Interface, IpamResult, parse_dns, parse_result, render_result
 from cni.teardown import record_netconf, remove_unrecorded, take_over, teardown
+from deviceplugin import metrics
 from deviceplugin.slots import Slot
 from vswitch.api import PluggedPort, VSwitch, VSwitchError
 
@@ -87,7 +88,7 @@ def add(req: CniRequest, ctx: Context) -> str:
     what = record.what
 
     with ctx.locks.hold(device_id):
-        take_over(ctx, req, device_id, what)
+        prepared = take_over(ctx, req, device_id, what)
         try:
             ctx.records.put(record)
         except OSError as exc:
@@ -112,6 +113,8 @@ def add(req: CniRequest, ctx: Context) -> str:
                 raise CniError(errors.IO_FAILURE, f"ADD of {what} failed: {exc}") from None
             raise
     remember_shape(ctx, slot, conf)
+    if prepared is not None:
+        metrics.observe_prepared_port(slot.pool, "claimed")
     log.info("attachment added %s network=%s mac=%s ips=%s%s", what, conf.name, mac,
              ",".join(ip.address for ip in ipam.ips) or "-",
              f" vswitch_address={address}" if address else "")

@@ -30,6 +30,7 @@ from cni.context import Context
 from cni.lookups import is_ip_mode, port_spec
 from cni.netconf import NetConf
 from cni.teardown import record_netconf
+from deviceplugin import metrics
 from deviceplugin.slots import Slot
 from vswitch.api import Owner, PluggedPort, VSwitch, VSwitchError
 
@@ -65,13 +66,18 @@ def prepare_port(ctx: Context, slot: Slot) -> PluggedPort | None:
             return None
         conf = _shape(ctx, slot.pool)
         try:
-            return backend.prepare(port_spec(backend, slot, conf, Owner(), None))
+            port = backend.prepare(port_spec(backend, slot, conf, Owner(), None))
         except VSwitchError as exc:
             log.info("port not prepared device_id=%s pool=%s vswitch=%s (the ADD plugs it): %s",
                      slot.device_id, slot.pool, backend.name, exc)
         except Exception:  # noqa: BLE001 - a worker's failure must not go unseen
             log.exception("port preparation crashed device_id=%s pool=%s", slot.device_id,
                           slot.pool)
+        else:
+            if port is not None and port.prepared:
+                metrics.observe_prepared_port(slot.pool, "prepared")
+            return port
+        metrics.observe_prepared_port(slot.pool, "failed")
         return None
 
 
@@ -109,8 +115,9 @@ def remove_prepared(ctx: Context, device_id: str) -> bool:
         for backend in backends:
             try:
                 port = backend.port(device_id)
-                if port is not None and port.prepared:
-                    removed = backend.unplug(device_id) or removed
+                if port is not None and port.prepared and backend.unplug(device_id):
+                    removed = True
+                    metrics.observe_prepared_port(slot.pool if slot else "-", "removed")
             except VSwitchError as exc:
                 log.warning("prepared port not removed device_id=%s vswitch=%s: %s",
                             device_id, backend.name, exc)

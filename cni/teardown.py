@@ -20,7 +20,7 @@ from cni.netconf import NetConf, parse_netconf
 from cni.records import AttachmentRecord
 from cni.request import CniRequest
 from deviceplugin.slots import Slot
-from vswitch.api import VSwitch, VSwitchError
+from vswitch.api import PluggedPort, VSwitch, VSwitchError
 from vswitch.sockfiles import remove_socket_file
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,9 @@ def record_netconf(record: AttachmentRecord) -> NetConf | None:
         return None
 
 
-def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> None:
-    """Clear what an earlier attachment left on this device, under the device's lock.
+def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> PluggedPort | None:
+    """Clear what an earlier attachment left on this device, under the device's lock;
+    returns the port prepared at Allocate, which the plug then claims.
 
     The kubelet has just confirmed that the device is this pod's, and it never gives a
     device to two live pods: whatever still holds it is a dead pod whose DEL has not
@@ -128,11 +129,15 @@ def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> None:
             raise CniError(errors.TRY_AGAIN_LATER,
                            f"device {device_id} still holds an earlier attachment that could not "
                            f"be removed: {failures[0]}", "see the agent log; the runtime retries")
-        return
+        return None
+    prepared = None
     for switch in _switches_holding(ctx, ctx.slots.slot(device_id)):
         port = find_port(switch, device_id, what)
-        if port is None or port.prepared:
-            continue  # a prepared port is the allocation's, and the plug claims it
+        if port is None:
+            continue
+        if port.prepared:
+            prepared = port  # the allocation's, and the plug claims it
+            continue
         log.warning("unrecorded port on device, removing it %s port=%s owner=%s,%s,%s",
                     what, port.port_name, port.owner.pod, port.owner.container_id[:12],
                     port.owner.ifname)
@@ -140,6 +145,7 @@ def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> None:
             switch.unplug(device_id)
         except VSwitchError as exc:
             raise vswitch_error(exc, f"removal of the stale port of {what}") from None
+    return prepared
 
 
 def remove_unrecorded(ctx: Context, req: CniRequest, device_id: str, what: str) -> list[CniError]:

@@ -307,6 +307,10 @@ CNI_CALLS = REGISTRY.counter(
 CNI_DURATION = REGISTRY.histogram(
     "numanet_cni_call_duration_seconds", "Time to serve a CNI call in the agent.",
     ("command",), CNI_BUCKETS)
+PREPARED_PORTS = REGISTRY.counter(
+    "numanet_prepared_ports_total",
+    "Ports prepared at Allocate, by outcome: prepared; failed (the ADD makes the port); "
+    "claimed by the pod's ADD; removed, no pod having come for it.", ("pool", "outcome"))
 VSWITCH_UP = REGISTRY.gauge(
     "numanet_vswitch_up", "1 when the agent's connection to the vSwitch is healthy.",
     ("vswitch",))
@@ -320,6 +324,10 @@ def observe_kubelet_call(pool: str, method: str, code: str, seconds: float) -> N
 def observe_cni_call(command: str, code: str | int, seconds: float) -> None:
     CNI_CALLS.inc(command=command, code=str(code))
     CNI_DURATION.observe(seconds, command=command)
+
+
+def observe_prepared_port(pool: str, outcome: str) -> None:
+    PREPARED_PORTS.inc(pool=pool, outcome=outcome)
 
 
 def set_vswitch_up(vswitch: str, up: bool) -> None:

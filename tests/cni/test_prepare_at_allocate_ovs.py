@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from helpers.netns import netns
 from helpers.ovs import eventually, interface, private_ovs
-from helpers.ovs_node import OvsNode, ok, ovs_node, running_node
+from helpers.ovs_node import POOL, OvsNode, ok, ovs_node, running_node
 
 from cni import errors
+from deviceplugin import metrics
 from vswitch.api import TAG_CONTAINER_ID, TAG_POD_NAME, TAG_PREPARED
 from vswitch.ovs.ports import port_name
 from vswitch.ovs.private import PrivateOvs
@@ -38,8 +39,15 @@ def prepared_port(node: OvsNode, device_id: str) -> dict[str, Any]:
     return port
 
 
+def outcomes() -> dict[str, float]:
+    """numanet_prepared_ports_total of the pool, by outcome (the agent runs in this process)."""
+    return {o: metrics.PREPARED_PORTS.value(pool=POOL, outcome=o)
+            for o in ("prepared", "failed", "claimed", "removed")}
+
+
 def test_allocate_prepares_the_port_and_add_claims_it_in_place(ovs_node: OvsNode):
     node = ovs_node
+    before = outcomes()
     device_id = node.admit("pod-a")
     prepared = prepared_port(node, device_id)
     # Made for the allocation, owned by no pod yet.
@@ -68,6 +76,8 @@ def test_allocate_prepares_the_port_and_add_claims_it_in_place(ovs_node: OvsNode
         ok(node.cni("DEL", conf, "pod-a"))
     assert node.port_uuids() == {}
     assert node.records() == [] and node.leases() == []
+    assert outcomes() == {**before, "prepared": before["prepared"] + 1,
+                          "claimed": before["claimed"] + 1}
 
 
 def test_add_with_another_vlan_claims_in_place_and_teaches_the_pool(ovs_node: OvsNode):
@@ -126,12 +136,14 @@ def test_gc_removes_the_prepared_port_of_a_pod_that_never_got_its_network(ovs_no
     node = ovs_node
     device_id = node.admit("pod-gone")
     prepared_port(node, device_id)
+    removed = outcomes()["removed"]
     # The pod is deleted before its sandbox came up: no ADD, no DEL, only the runtime's GC.
     node.kubelet.remove_pod("default", "pod-gone")
     conf = {**node.netconf("pod-gone"), "cni.dev/valid-attachments": []}
     ok(node.cni("GC", conf, "-"))
     assert node.port_row(device_id) is None
     assert device_id not in node.agent.allocator.all()
+    assert outcomes()["removed"] == removed + 1
 
 
 def test_gc_keeps_the_prepared_port_of_an_allocated_device(ovs_node: OvsNode):
