@@ -6,7 +6,11 @@ container gets one unit of that resource in requests and limits; resources any c
 already asks for are left alone. The pod also gets the downward-API volume ``podnetinfo``
 (its labels and annotations, so the app can read ``k8s.v1.cni.cncf.io/network-status``)
 mounted at ``/etc/podnetinfo`` in the first container: the names and layout
-network-resources-injector uses, so apps written for it work unchanged.
+network-resources-injector uses, so apps written for it work unchanged. Containers that ask
+for hugepages also get, as that injector gives them, their hugepage requests and limits in
+MiB there (``hugepages_1G_request_<container>``, ``..._limit_...``, ``hugepages_2M_...``),
+the volume mounted, and ``CONTAINER_NAME`` in their environment, which is how a DPDK app
+(app-netutil) finds its own files to size its memory.
 
 Running it again on its own output changes nothing (the API server may call twice).
 """
@@ -25,6 +29,8 @@ log = logging.getLogger(__name__)
 
 PODNETINFO_VOLUME = "podnetinfo"
 PODNETINFO_MOUNT_PATH = "/etc/podnetinfo"
+HUGEPAGE_RESOURCES = {"hugepages-1Gi": "1G", "hugepages-2Mi": "2M"}  # -> name in the file
+CONTAINER_NAME_ENV = "CONTAINER_NAME"
 
 
 class PodShapeError(ValueError):
@@ -97,25 +103,67 @@ def _resource_ops(container: dict[str, Any], add: dict[str, int]) -> list[dict[s
     return ops
 
 
-def _volume_ops(spec: dict[str, Any], container: dict[str, Any]) -> list[dict[str, Any]]:
+def _hugepage_sizes(container: dict[str, Any], where: str) -> list[str]:
+    """The hugepage resources a container asks for, in requests or limits."""
+    res = _dict_field(container, "resources", where)
+    asked = {**_dict_field(res, "requests", f"{where}.resources"),
+             **_dict_field(res, "limits", f"{where}.resources")}
+    return [r for r in HUGEPAGE_RESOURCES if r in asked]
+
+
+def _podnetinfo_items(containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = [
+        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
+    ]
+    for i, container in enumerate(containers):
+        name = container.get("name")
+        for resource in _hugepage_sizes(container, f"spec.containers[{i}]"):
+            for kind in ("request", "limit"):
+                items.append({
+                    "path": f"hugepages_{HUGEPAGE_RESOURCES[resource]}_{kind}_{name}",
+                    "resourceFieldRef": {"containerName": name,
+                                         "resource": f"{kind}s.{resource}", "divisor": "1Mi"}})
+    return items
+
+
+def _volume_ops(spec: dict[str, Any], containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ops: list[dict[str, Any]] = []
     volumes = _list_field(spec, "volumes", "spec")
     if not any(v.get("name") == PODNETINFO_VOLUME for v in volumes):
-        volume = {"name": PODNETINFO_VOLUME, "downwardAPI": {"items": [
-            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
-            {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
-        ]}}
+        volume = {"name": PODNETINFO_VOLUME,
+                  "downwardAPI": {"items": _podnetinfo_items(containers)}}
         ops.append({"op": "add", "path": "/spec/volumes/-", "value": volume} if "volumes" in spec
                    and spec["volumes"] is not None
                    else {"op": "add", "path": "/spec/volumes", "value": [volume]})
-    mounts = _list_field(container, "volumeMounts", "spec.containers[0]")
-    if not any(m.get("name") == PODNETINFO_VOLUME or m.get("mountPath") == PODNETINFO_MOUNT_PATH
-               for m in mounts):
-        mount = {"name": PODNETINFO_VOLUME, "mountPath": PODNETINFO_MOUNT_PATH}
-        ops.append({"op": "add", "path": "/spec/containers/0/volumeMounts/-", "value": mount}
-                   if "volumeMounts" in container and container["volumeMounts"] is not None
-                   else {"op": "add", "path": "/spec/containers/0/volumeMounts", "value": [mount]})
+    for i, container in enumerate(containers):
+        hugepages = bool(_hugepage_sizes(container, f"spec.containers[{i}]"))
+        if i == 0 or hugepages:
+            ops += _mount_ops(container, i)
+        if hugepages:
+            ops += _container_name_ops(container, i)
     return ops
+
+
+def _mount_ops(container: dict[str, Any], i: int) -> list[dict[str, Any]]:
+    mounts = _list_field(container, "volumeMounts", f"spec.containers[{i}]")
+    if any(m.get("name") == PODNETINFO_VOLUME or m.get("mountPath") == PODNETINFO_MOUNT_PATH
+           for m in mounts):
+        return []
+    mount = {"name": PODNETINFO_VOLUME, "mountPath": PODNETINFO_MOUNT_PATH}
+    if container.get("volumeMounts") is not None:
+        return [{"op": "add", "path": f"/spec/containers/{i}/volumeMounts/-", "value": mount}]
+    return [{"op": "add", "path": f"/spec/containers/{i}/volumeMounts", "value": [mount]}]
+
+
+def _container_name_ops(container: dict[str, Any], i: int) -> list[dict[str, Any]]:
+    env = _list_field(container, "env", f"spec.containers[{i}]")
+    if any(e.get("name") == CONTAINER_NAME_ENV for e in env):
+        return []
+    var = {"name": CONTAINER_NAME_ENV, "value": container.get("name")}
+    if container.get("env") is not None:
+        return [{"op": "add", "path": f"/spec/containers/{i}/env/-", "value": var}]
+    return [{"op": "add", "path": f"/spec/containers/{i}/env", "value": [var]}]
 
 
 def mutate_pod(pod: dict[str, Any], namespace: str, source: NadSource, prefix: str) -> Mutation:
@@ -158,5 +206,5 @@ def mutate_pod(pod: dict[str, Any], namespace: str, source: NadSource, prefix: s
                 f"{count} networks use it; the extra networks will fail to attach")
     if add:
         result.patch.extend(_resource_ops(containers[0], add))
-    result.patch.extend(_volume_ops(spec, containers[0]))
+    result.patch.extend(_volume_ops(spec, containers))
     return result

@@ -15,6 +15,7 @@ from typing import Any
 import jsonpatch
 import pytest
 from helpers.admission import Client, make_tls, nad
+from kubernetes_validate import utils as kv
 
 from deviceplugin.webhook import server as server_module
 from deviceplugin.webhook.nads import DirectorySource
@@ -152,6 +153,42 @@ def test_empty_requests_map_is_filled(client: Client):
     assert result["spec"]["containers"][0]["resources"]["requests"] == {
         "numanet.io/vhostuser-ovs": "1"}
     podnetinfo_ok(result)
+
+
+def test_hugepage_requests_and_limits_reach_the_containers_that_ask(client: Client):
+    huge_1g = {"hugepages-1Gi": "2Gi", "memory": "1Gi", "cpu": "2"}
+    huge_2m = {"hugepages-2Mi": "256Mi", "memory": "256Mi"}
+    original = pod("vhostuser-ovs", containers=[
+        {"name": "dpdk", "image": "testpmd", "resources": {"requests": huge_1g,
+                                                          "limits": huge_1g}},
+        {"name": "helper", "image": "x", "resources": {"limits": huge_2m},
+         "env": [{"name": "A", "value": "b"}]},
+        {"name": "plain", "image": "busybox"},
+    ])
+    result = patched(original, client.review(copy.deepcopy(original)))
+    [volume] = [v for v in result["spec"]["volumes"] if v["name"] == "podnetinfo"]
+    files = {i["path"]: i.get("resourceFieldRef") for i in volume["downwardAPI"]["items"]}
+    assert files == {
+        "labels": None, "annotations": None,
+        "hugepages_1G_request_dpdk": {"containerName": "dpdk",
+                                      "resource": "requests.hugepages-1Gi", "divisor": "1Mi"},
+        "hugepages_1G_limit_dpdk": {"containerName": "dpdk",
+                                    "resource": "limits.hugepages-1Gi", "divisor": "1Mi"},
+        "hugepages_2M_request_helper": {"containerName": "helper",
+                                        "resource": "requests.hugepages-2Mi", "divisor": "1Mi"},
+        "hugepages_2M_limit_helper": {"containerName": "helper",
+                                      "resource": "limits.hugepages-2Mi", "divisor": "1Mi"},
+    }
+    dpdk, helper, plain = result["spec"]["containers"]
+    for container in (dpdk, helper):  # each finds its own files by name
+        assert {"name": "podnetinfo", "mountPath": "/etc/podnetinfo"} in container["volumeMounts"]
+        assert {"name": "CONTAINER_NAME", "value": container["name"]} in container["env"]
+    assert helper["env"][0] == {"name": "A", "value": "b"}
+    assert "volumeMounts" not in plain and "env" not in plain
+    again = client.review(copy.deepcopy(result))  # a second pass changes nothing
+    assert "patch" not in again
+    # What the API server would store: a valid Pod by the strict schema of a current release.
+    kv.validate(result, kv.latest_version(), strict=True)
 
 
 @pytest.mark.parametrize("networks", [None, "", "plain-bridge", "sriov-net"])
