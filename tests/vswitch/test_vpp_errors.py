@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
 
 from numa.model import Topology
 from tests.vswitch.vpp_fake import API_DIR, FakeVpp
-from tests.vswitch.vpp_timing import FAST
+from tests.vswitch.vpp_timing import FAST, wait_for
 from vswitch.api import VSwitchError, VSwitchUnavailable
 from vswitch.vpp import VppCallError, VppVSwitch
 from vswitch.vpp.errors import describe_retval, retval_name
@@ -180,6 +181,21 @@ def test_no_vpp_at_the_socket(vpp_dir, vpp_spec):
         assert backend.poll_numa_nodes(Topology(nodes=())) is None
     finally:
         backend.close()
+
+
+def test_a_vpp_that_stays_away_is_reported_once_not_per_retry(vpp_dir, caplog):
+    backend = VppVSwitch(str(vpp_dir / "nothing.sock"), **FAST)  # type: ignore[arg-type]
+    caplog.set_level(logging.DEBUG, logger="vswitch.vpp.backend")
+    try:
+        with pytest.raises(VSwitchUnavailable):
+            backend.connect(timeout=0.2)
+        # The keeper goes on retrying (backoff capped at 0.2 s): several rounds, one warning.
+        wait_for(lambda: sum("not reachable" in r.message for r in caplog.records) >= 4,
+                 what="several reconnect attempts")
+    finally:
+        backend.close()
+    tries = [r for r in caplog.records if "not reachable" in r.message]
+    assert [r.levelno for r in tries].count(logging.WARNING) == 1, [r.message for r in tries]
 
 
 def test_a_call_on_a_dead_connection_is_retryable_not_a_hang(vpp_switch, fake_vpp, vpp_spec):

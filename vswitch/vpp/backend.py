@@ -301,6 +301,7 @@ class VppVSwitch(VSwitch):
 
     def _keep(self) -> None:
         delay = self._backoff[0]
+        last_error = ""
         while not self._stop.is_set():
             if self._conn.alive():
                 self._wake.wait(self._watch_interval)
@@ -310,10 +311,18 @@ class VppVSwitch(VSwitch):
             try:
                 report = self._establish()
             except VSwitchError as exc:
-                log.info("VPP at %s not back yet (retry in %.1fs): %s", self.api_socket, delay, exc)
+                # Said once per distinct reason: a VPP that stays away (or an api_dir that
+                # stays wrong) must not fill the log with one line per retry.
+                level = logging.DEBUG if str(exc) == last_error else logging.WARNING
+                log.log(level, "VPP at %s not reachable, retrying every %.1fs at most: %s",
+                        self.api_socket, self._backoff[1], exc)
+                last_error = str(exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, self._backoff[1])
                 continue
+            if last_error:
+                log.info("VPP at %s is back after: %s", self.api_socket, last_error)
+            last_error = ""
             delay = self._backoff[0]
             self._notify_reconnect(report)
 
