@@ -9,12 +9,14 @@ Interface rows (their UUIDs tell a claimed port from one made anew), their tags,
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 from helpers.netns import netns
 from helpers.ovs import eventually, interface, private_ovs
-from helpers.ovs_node import POOL, OvsNode, ok, ovs_node, running_node
+from helpers.ovs_node import POOL, SLOTS, OvsNode, ok, ovs_node, running_node
 
 from cni import errors
 from deviceplugin import metrics
@@ -199,3 +201,30 @@ def test_a_restarted_agent_prepares_ports_the_way_the_recorded_networks_ask(ovs_
         second = node.admit("pod-b")
         assert prepared_port(node, second)["tag"] == 77
         ok(node.cni("DEL", conf, "pod-a"))
+
+
+def test_parallel_admissions_and_adds_each_claim_their_own_port(ovs_node: OvsNode):
+    node = ovs_node
+    pods = [f"pod-{i}" for i in range(SLOTS)]
+    with ExitStack() as stack:
+        spaces = {pod: stack.enter_context(netns("nnpa")) for pod in pods}
+        # The kubelet admits them one after another; the ADDs come while the ports are
+        # still being prepared (4 workers), all at once, as pods on a busy node do.
+        devices = {pod: node.admit(pod) for pod in pods}
+        confs = {pod: node.netconf(pod) for pod in pods}
+        with ThreadPoolExecutor(len(pods)) as pool:
+            adds = dict(zip(pods, pool.map(
+                lambda pod: node.cni("ADD", confs[pod], pod, spaces[pod].path), pods),
+                strict=True))
+        for pod in pods:
+            ok(adds[pod])
+            row = node.port_row(devices[pod])
+            assert row is not None and row["external_ids"][TAG_POD_NAME] == pod
+            assert TAG_PREPARED not in row["external_ids"]
+        assert len(node.port_uuids()) == len(pods)
+        macs = {adds[pod].json["interfaces"][0]["mac"] for pod in pods}
+        assert len(macs) == len(pods)
+        with ThreadPoolExecutor(len(pods)) as pool:
+            for call in pool.map(lambda pod: node.cni("DEL", confs[pod], pod), pods):
+                ok(call)
+    assert node.port_uuids() == {} and node.records() == [] and node.leases() == []
