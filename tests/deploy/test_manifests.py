@@ -309,4 +309,6 @@ def test_example_pods_are_guaranteed_and_aligned(renders: Renders, tmp_path: Pat
                                config.resource_prefix).body)["response"]
     assert answer["allowed"] is True and "warnings" not in answer
     ops = json.loads(base64.b64decode(answer["patch"]))
-    assert {op["path"] for op in ops} == {"/spec/volumes/-", "/spec/containers/0/volumeMounts/-"}
+    # The example asks for hugepages, so it also learns its container's name.
+    assert {op["path"] for op in ops} == {"/spec/volumes/-", "/spec/containers/0/volumeMounts/-",
+                                          "/spec/containers/0/env"}
