@@ -108,9 +108,9 @@ def adopt(ctx: Context, vswitch: str) -> Adoption:
 
 def _remove_orphans(ctx: Context, backend: VSwitch, vswitch: str,
                     held: Callable[[], set[tuple[str, str]] | None]) -> list[str]:
-    """Remove the ports numanet tagged that no record explains and no pod holds (a record
-    lost with the run directory, or a port left by an agent killed between its plug and
-    its record): nothing else would ever remove them. Prepared ports are the allocations'
+    """Remove the ports numanet tagged that no record explains and no pod holds: after a
+    reboot, OVS's database still holds the ports while the records went with /run (tmpfs),
+    and nothing else would ever remove them. Prepared ports are the allocations'
     (``remove_unallocated``); while the kubelet cannot be asked nothing goes."""
     unrecorded = [p for p in backend.ports()
                   if not p.prepared and ctx.records.get(p.device_id) is None]
