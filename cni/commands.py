@@ -48,7 +48,8 @@ from cni.lookups import (
 )
 from cni.mac import normalize_mac, stable_mac
 from cni.netconf import SUPPORTED_VERSIONS, NetConf, cni_version_of, parse_netconf
-from cni.prepare import remember_shape, remove_prepared
+from cni.prepare import remember_shape
+from cni.reconcile import release_unheld
 from cni.records import AttachmentRecord, describe
 from cni.replay import replay
 from cni.request import CniRequest
@@ -406,29 +407,11 @@ def gc(req: CniRequest, ctx: Context) -> str:
             ctx.ipam.gc(req, conf)
         except CniError as exc:
             failures.append(exc)
-    _release_unheld(ctx)
+    release_unheld(ctx)
     log.info("GC network=%s removed=%d kept=%d", conf.name, removed, len(valid))
     if failures:
         raise failures[0]
     return ""
-
-
-def _release_unheld(ctx: Context) -> None:
-    """Release the device plugin's allocations that neither the kubelet nor an attachment
-    holds, with the ports prepared for them; skipped (not failed) while the kubelet cannot
-    be asked."""
-    if ctx.allocations is None:
-        return
-    try:
-        held = {device_id for _, device_id in ctx.pod_resources.held_devices()}
-    except CniError as exc:
-        log.warning("allocation release skipped: %s", exc.msg)
-        return
-    attached = {r.device_id for r in ctx.records.all()}
-    for device_id in sorted(set(ctx.allocations.all()) - held - attached):
-        if ctx.allocations.release(device_id):
-            log.info("allocation released device_id=%s (no pod holds it)", device_id)
-            remove_prepared(ctx, device_id)
 
 
 def version(req: CniRequest, ctx: Context | None = None) -> str:

@@ -51,21 +51,24 @@ class Context:
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=16,
                                                    thread_name_prefix="cni-ipam"))
-    # Prepares ports after Allocate (cni/prepare.py): its own few workers, so that a burst
-    # of admissions never makes an ADD's IPAM wait behind them.
-    prepare_executor: ThreadPoolExecutor = field(
+    # Work off the CNI's call path (ports prepared after Allocate, the periodic release of
+    # allocations no pod holds): its own few workers, so that a burst of admissions never
+    # makes an ADD's IPAM wait behind them.
+    background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=4,
-                                                   thread_name_prefix="cni-prepare"))
+                                                   thread_name_prefix="cni-background"))
     # Pool -> the network config of its last ADD: the shape of the ports prepared at
     # Allocate.
     port_shapes: dict[str, NetConf] = field(default_factory=dict)
+    # Allocations the agent's last reconcile round found unheld (cni/reconcile.py).
+    release_candidates: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.records = RecordStore(self.run_dir)
 
     def close(self) -> None:
         # Ports not prepared yet are not needed by a stopping agent; an ADD makes them.
-        self.prepare_executor.shutdown(wait=True, cancel_futures=True)
+        self.background.shutdown(wait=True, cancel_futures=True)
         self.executor.shutdown(wait=True)
         close = getattr(self.pod_resources, "close", None)
         if close is not None:

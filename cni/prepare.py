@@ -47,7 +47,7 @@ def prepare_ports(ctx: Context, slots: Sequence[Slot]) -> list[Future[PluggedPor
         if _preparable(ctx, slot) is None:
             continue
         try:
-            futures.append(ctx.prepare_executor.submit(prepare_port, ctx, slot))
+            futures.append(ctx.background.submit(prepare_port, ctx, slot))
         except RuntimeError:  # the CNI service is stopping: the ADD will make the port
             log.info("port not prepared device_id=%s pool=%s: the agent is stopping",
                      slot.device_id, slot.pool)

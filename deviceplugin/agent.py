@@ -66,6 +66,9 @@ class AgentOptions:
     slot_group: int | None = None
     refresh_interval: float = 1.0
     nic_rescan_interval: float = DEFAULT_NIC_INTERVAL
+    # Seconds between releases of allocations no pod holds (cni/reconcile.py), for
+    # runtimes that never call CNI GC.
+    reconcile_interval: float = 300.0
     udev: bool = True
     vswitch_factory: Factory = field(default=default_factory, compare=False)
 
@@ -99,6 +102,7 @@ class Agent:
         self.metrics_server: metrics.MetricsServer | None = None
         self._hotplug: Any = None
         self._wake = threading.Event()
+        self._next_reconcile = time.monotonic() + options.reconcile_interval
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
 
@@ -174,6 +178,23 @@ class Agent:
         if result.added or result.removed or self._resources_changed():
             self.plugins.sync(self.manager.pool_names())
         self.status_writer.mark_dirty()
+        self._maybe_reconcile()
+
+    def _maybe_reconcile(self) -> None:
+        """Every ``reconcile_interval``: release what the kubelet freed, off this thread
+        (it asks the kubelet, which may take its timeout)."""
+        service = self.cni_service
+        now = time.monotonic()
+        if service is None or now < self._next_reconcile:
+            return
+        self._next_reconcile = now + self.options.reconcile_interval
+        from cni.reconcile import PERIODIC_MIN_AGE, release_unheld
+
+        try:
+            service.context.background.submit(release_unheld, service.context,
+                                              PERIODIC_MIN_AGE, confirmed=True)
+        except RuntimeError:  # the CNI service is stopping
+            pass
 
     def status(self) -> dict[str, Any]:
         return build_status(self.manager, self.plugins.status(), self.vswitch_monitor.states(),
@@ -374,6 +395,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nic-rescan-interval", type=float, default=DEFAULT_NIC_INTERVAL,
                         help="seconds between NIC rescans when udev reports no change "
                              "(default %(default)s; with --no-udev NICs are read every round)")
+    parser.add_argument("--reconcile-interval", type=float, default=300.0, help=hidden)
     parser.add_argument("--no-udev", action="store_true", help=hidden)
     parser.add_argument("--log-level", default=os.environ.get("NUMANET_LOG_LEVEL", "INFO"),
                         help=hidden)
@@ -385,7 +407,8 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         sysfs=args.sysfs, devinfo_dir=args.devinfo_dir, cdi_dir=args.cdi_dir,
         pod_resources_socket=args.pod_resources_socket, metrics_address=args.metrics_address,
         slot_group=_group_id(args.slot_group), refresh_interval=args.refresh_interval,
-        nic_rescan_interval=args.nic_rescan_interval, udev=not args.no_udev,
+        nic_rescan_interval=args.nic_rescan_interval,
+        reconcile_interval=args.reconcile_interval, udev=not args.no_udev,
     )
 
 

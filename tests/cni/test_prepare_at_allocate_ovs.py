@@ -18,7 +18,8 @@ from helpers.netns import netns
 from helpers.ovs import eventually, interface, private_ovs
 from helpers.ovs_node import POOL, SLOTS, OvsNode, ok, ovs_node, running_node
 
-from cni import errors
+from cni import errors, reconcile
+from cni.reconcile import release_unheld
 from deviceplugin import metrics
 from vswitch.api import TAG_CONTAINER_ID, TAG_POD_NAME, TAG_PREPARED
 from vswitch.ovs.ports import port_name
@@ -228,3 +229,32 @@ def test_parallel_admissions_and_adds_each_claim_their_own_port(ovs_node: OvsNod
             for call in pool.map(lambda pod: node.cni("DEL", confs[pod], pod), pods):
                 ok(call)
     assert node.port_uuids() == {} and node.records() == [] and node.leases() == []
+
+
+def test_the_agent_releases_what_the_kubelet_freed_after_two_rounds_agree(ovs_node: OvsNode):
+    node = ovs_node
+    ctx = node.agent.cni_service.context
+    gone = node.admit("pod-gone")
+    prepared_port(node, gone)
+    kept = node.admit("pod-kept")
+    prepared_port(node, kept)
+    node.kubelet.remove_pod("default", "pod-gone")  # deleted before its sandbox came up
+    # An allocation younger than the grace stays, whatever the kubelet says.
+    assert release_unheld(ctx, min_age=3600, confirmed=True) == []
+    # The first round that finds it unheld only notes it; the second releases it.
+    assert release_unheld(ctx, min_age=0, confirmed=True) == []
+    assert node.port_row(gone) is not None
+    assert release_unheld(ctx, min_age=0, confirmed=True) == [gone]
+    assert node.port_row(gone) is None and gone not in node.agent.allocator.all()
+    assert node.port_row(kept) is not None and kept in node.agent.allocator.all()
+
+
+def test_the_agent_runs_those_rounds_by_itself(private_ovs: PrivateOvs,  # noqa: F811
+                                               monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(reconcile, "PERIODIC_MIN_AGE", 0.0)
+    with running_node(private_ovs, reconcile_interval=0.2) as node:
+        device_id = node.admit("pod-gone")
+        prepared_port(node, device_id)
+        node.kubelet.remove_pod("default", "pod-gone")
+        eventually(lambda: node.port_row(device_id) is None, timeout=10)
+        assert device_id not in node.agent.allocator.all()

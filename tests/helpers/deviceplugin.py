@@ -134,6 +134,7 @@ class AgentHarness:
     cdi: bool = False
     slot_group: int | None = None
     refresh_interval: float = 0.1  # fast for tests; the agent's default is 1 s
+    reconcile_interval: float = 300.0
     metrics_address: str = "off"
     agent: Agent | None = None
     kubelet: KubeletStandin | None = None
@@ -172,7 +173,8 @@ class AgentHarness:
             sysfs=Path(self.sysfs.root), devinfo_dir=self.devinfo_dir,
             cdi_dir=self.cdi_dir if self.cdi else None, metrics_address=self.metrics_address,
             slot_group=self.slot_group,
-            refresh_interval=self.refresh_interval, udev=False, vswitch_factory=self._factory,
+            refresh_interval=self.refresh_interval, reconcile_interval=self.reconcile_interval,
+            udev=False, vswitch_factory=self._factory,
         )
 
     def _factory(self, name: str, config: Config) -> VSwitch:

@@ -112,7 +112,7 @@ def all_healthy(devices: dict[str, Any]) -> bool:
     return len(devices) == SLOTS and all(d.healthy for d in devices.values())
 
 
-def _make_node(ovs: PrivateOvs, prepare: bool) -> OvsNode:
+def _make_node(ovs: PrivateOvs, prepare: bool, **options: Any) -> OvsNode:
     root = short_dir("nnro-")
     # One NUMA node with hugepages and the CPUs the private OVS polls on.
     cpus = frozenset(range(max(os.sched_getaffinity(0)) + 1))
@@ -121,17 +121,18 @@ def _make_node(ovs: PrivateOvs, prepare: bool) -> OvsNode:
     bridge = unique_bridge("r")
     config = CONFIG.replace("@DB@", ovs.db).replace("@BRIDGE@", bridge).replace(
         "@PREPARE@", "true" if prepare else "false")
-    harness = RestartableAgentHarness(root=root, sysfs=sysfs, config_text=config)
+    harness = RestartableAgentHarness(root=root, sysfs=sysfs, config_text=config, **options)
     return OvsNode(root=root, harness=harness, network="ovs-restart-net", ovs=ovs,
                    bridge=bridge)
 
 
 @contextmanager
-def running_node(ovs: PrivateOvs, prepare: bool = True) -> Iterator[OvsNode]:
+def running_node(ovs: PrivateOvs, prepare: bool = True, **options: Any) -> Iterator[OvsNode]:
     """The node running: agent registered, every slot Healthy, pod-resources serving.
-    ``prepare``: the config's vswitches.ovs.prepareAtAllocate."""
+    ``prepare``: the config's vswitches.ovs.prepareAtAllocate; ``options``: of the agent
+    harness (``reconcile_interval``...)."""
     require_host_local()
-    node = _make_node(ovs, prepare)
+    node = _make_node(ovs, prepare, **options)
     try:
         node.harness.start()
         node.start_pod_resources()
