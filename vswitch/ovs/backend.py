@@ -222,24 +222,15 @@ class OvsVSwitch(VSwitch):
 
     def port(self, device_id: str) -> PluggedPort | None:
         """By the port's name (derived from the device ID), not a walk over every port."""
-        conn = self._connection()
-        name = _ports.port_name(device_id)
-
-        def lookup(tables: Any) -> PluggedPort | None:
-            found = self._find_port(tables, name)
-            if found is None:
-                return None
-            port, bridge = found
-            ids = read_column(port, "external_ids")
-            if not _ports.is_ours(ids) or ids.get(TAG_DEVICE_ID) != device_id:
-                return None  # a foreign port with our name: not this device's
-            return _ports.plugged_from_tags(name, bridge.name if bridge else "", ids)
-
-        return conn.read(lookup)
+        found = self._plugged(self._connection(), device_id, refuse_foreign=False)
+        return found[0] if found else None
 
     def _plugged(
-        self, conn: Connection, device_id: str
+        self, conn: Connection, device_id: str, *, refuse_foreign: bool = True
     ) -> tuple[PluggedPort, dict[str, str]] | None:
+        """The device's port and its external_ids. A port of someone else's with the name
+        numanet derives is refused (VSwitchError), or without ``refuse_foreign`` it is
+        simply not this device's (None)."""
         name = _ports.port_name(device_id)
 
         def lookup(tables: Any) -> tuple[PluggedPort, dict[str, str]] | None:
@@ -249,6 +240,8 @@ class OvsVSwitch(VSwitch):
             port, bridge = found
             ids = read_column(port, "external_ids")
             if not _ports.is_ours(ids) or ids.get(TAG_DEVICE_ID) != device_id:
+                if not refuse_foreign:
+                    return None
                 raise VSwitchError(
                     f"port {name} on OVS is not numanet's port for device_id={device_id} "
                     f"(external_ids {ids}): remove it with 'ovs-vsctl del-port {name}'"
