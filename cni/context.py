@@ -30,7 +30,8 @@ class Allocations(Protocol):
 
     def all(self) -> Mapping[str, Any]: ...
 
-    def release(self, device_id: str) -> bool: ...
+    def release(self, device_id: str, expected: Any = None) -> bool:
+        """Forget the allocation; with ``expected``, only while it is still that record."""
 
 
 @dataclass

@@ -112,6 +112,8 @@ def remove_prepared(ctx: Context, device_id: str) -> bool:
     with ctx.locks.hold(device_id):
         if ctx.records.get(device_id) is not None:
             return False
+        if ctx.allocations is not None and device_id in ctx.allocations.all():
+            return False  # given out again meanwhile: the port is the new pod's
         for backend in backends:
             try:
                 port = backend.port(device_id)

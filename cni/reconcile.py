@@ -47,7 +47,8 @@ def release_unheld(ctx: Context, min_age: float = 0.0, confirmed: bool = False) 
         unheld, ctx.release_candidates = unheld & ctx.release_candidates, unheld
     released = []
     for device_id in sorted(unheld):
-        if ctx.allocations.release(device_id):
+        # Only the allocation judged here: an Allocate meanwhile gave the device out again.
+        if ctx.allocations.release(device_id, allocated[device_id]):
             log.info("allocation released device_id=%s (no pod holds it)", device_id)
             remove_prepared(ctx, device_id)
             released.append(device_id)

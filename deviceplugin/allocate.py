@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deviceplugin import cdi, naming
-from deviceplugin.config import HugepagesConfig
+from deviceplugin.config import Config, HugepagesConfig
 from deviceplugin.devinfo import write_device_info
 from deviceplugin.fileio import remove_files
 from deviceplugin.manager import ResourceManager
@@ -61,6 +61,9 @@ class Allocator:
         self.manager = manager
         self._lock = threading.Lock()
         self._written: set[Path] = set()  # device-info files, removed at shutdown
+        # Allocate and release one at a time: a release must never remove the files of an
+        # Allocate that gave the device out again meanwhile.
+        self._allocating = threading.Lock()
         self._listeners: list[Callable[[list[Slot]], None]] = []
 
     def on_allocated(self, listener: Callable[[list[Slot]], None]) -> None:
@@ -122,6 +125,20 @@ class Allocator:
         response = api_pb2.ContainerAllocateResponse()
         devinfo: list[Path] = []
         specs: list[Path] = []
+        with self._allocating:
+            self._give_out(slots, config, response, devinfo, specs, device_ids)
+        with self._lock:
+            self._written.update(devinfo)
+        response.envs.update(container_env(prefix, pool, slots))
+        self.manager.notify_allocation(pool)
+        return response
+
+    def _give_out(self, slots: list[Slot], config: Config,
+                  response: api_pb2.ContainerAllocateResponse, devinfo: list[Path],
+                  specs: list[Path], device_ids: Sequence[str]) -> None:
+        """Slot directories, device-info files (and CDI specs) and the allocation records;
+        on failure, the files written so far go again."""
+        prefix = config.resource_prefix
         try:
             for slot in slots:
                 edits = self._edits(slot, config.hugepages)
@@ -143,32 +160,30 @@ class Allocator:
                 raise
             raise AllocateError(f"cannot prepare devices {', '.join(device_ids)}: {exc}") \
                 from exc
-        with self._lock:
-            self._written.update(devinfo)
-        response.envs.update(container_env(prefix, pool, slots))
-        self.manager.notify_allocation(pool)
-        return response
 
     def all(self) -> dict[str, AllocationRecord]:
         """Every device the kubelet allocated and no one released (device ID -> record)."""
         return self.manager.allocations.all()
 
-    def release(self, device_id: str) -> bool:
+    def release(self, device_id: str, expected: AllocationRecord | None = None) -> bool:
         """Forget an allocation no pod holds any more (the CNI's garbage collection calls
         this): its record, device-info file and CDI spec go; the slot directory stays for
-        the next Allocate. False when the device was not allocated."""
+        the next Allocate. False when the device was not allocated, or when ``expected``
+        (the record the caller judged) is no longer the device's allocation."""
         naming.validate_device_id(device_id)
-        record = self.manager.allocations.get(device_id)
-        if record is None:
-            return False
-        paths = [naming.devinfo_path(record.resource, device_id, self.settings.devinfo_dir)]
-        config = self.manager.config
-        if self.settings.cdi_dir is not None and config is not None:
-            paths.append(cdi.spec_path(self.settings.cdi_dir, config.resource_prefix, device_id))
-        remove_files(paths)
-        with self._lock:
-            self._written.difference_update(paths)
-        released = self.manager.allocations.release(device_id)
+        with self._allocating:
+            record = self.manager.allocations.get(device_id)
+            if record is None or (expected is not None and record != expected):
+                return False
+            paths = [naming.devinfo_path(record.resource, device_id, self.settings.devinfo_dir)]
+            config = self.manager.config
+            if self.settings.cdi_dir is not None and config is not None:
+                paths.append(cdi.spec_path(self.settings.cdi_dir, config.resource_prefix,
+                                           device_id))
+            remove_files(paths)
+            with self._lock:
+                self._written.difference_update(paths)
+            released = self.manager.allocations.release(device_id)
         self.manager.notify_allocation(record.pool)
         log.info("allocation released device_id=%s pool=%s", device_id, record.pool)
         return released

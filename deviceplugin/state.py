@@ -67,10 +67,13 @@ class AllocationStore:
         with self._lock:
             self._records[device_id] = record
 
-    def release(self, device_id: str) -> bool:
+    def release(self, device_id: str, expected: AllocationRecord | None = None) -> bool:
+        """Forget the allocation; with ``expected``, only while it is still that record."""
         naming.validate_device_id(device_id)
-        (self.directory / f"{device_id}.json").unlink(missing_ok=True)
         with self._lock:
+            if expected is not None and self._records.get(device_id) != expected:
+                return False
+            (self.directory / f"{device_id}.json").unlink(missing_ok=True)
             return self._records.pop(device_id, None) is not None
 
     def get(self, device_id: str) -> AllocationRecord | None:

@@ -174,6 +174,23 @@ def test_listeners_hear_of_an_allocation_once_the_kubelet_has_its_answer(
     assert heard == [tuple(ids)]  # a refused Allocate gives nothing out
 
 
+def test_a_release_judged_on_an_older_allocation_leaves_the_new_one(
+        two_node_agent: AgentHarness) -> None:
+    harness = ready(two_node_agent)
+    assert harness.agent is not None
+    allocator = harness.agent.allocator
+    device = "vhostuser-ovs-n0-001"
+    harness.kubelet.allocate(VHOST, [device])
+    judged = allocator.all()[device]
+    time.sleep(0.01)
+    harness.kubelet.allocate(VHOST, [device])  # the kubelet gave it out again meanwhile
+    info = naming.devinfo_path(VHOST, device, harness.devinfo_dir)
+    assert not allocator.release(device, judged)
+    assert info.exists() and device in allocator.all()
+    assert allocator.release(device, allocator.all()[device])
+    assert not info.exists() and device not in allocator.all()
+
+
 def test_slot_group_makes_slot_dirs_group_writable(make_harness) -> None:
     # --slot-group 100: that group may create (container-side server) and use the socket.
     harness = ready(make_harness(slot_group=100))
