@@ -23,7 +23,7 @@ the agent's log included.
 
 Run directories are on tmpfs, as /run is on a node. Target: CNI ADD p50 no slower than one
 ovs-vsctl add-port, judged for both paths against ovs-vsctl timed in the same phase.
-bench/profile_cni_add.py splits a cold ADD into its steps.
+bench/profile_cni_add.py splits an ADD into its steps (``--prepared``: a claimed port).
 
     .venv/bin/python bench/bench_cni.py [--cycles 200] [--sandbox-gap-ms 100] [--pmd-maxsleep US]
 """
