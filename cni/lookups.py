@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+import logging
 import os
 import stat
 
@@ -25,6 +26,8 @@ from vswitch.api import (
     VSwitchError,
     VSwitchUnavailable,
 )
+
+log = logging.getLogger(__name__)
 
 _NS_GET_NSTYPE = 0xB703  # ioctl: which namespace type an nsfs file is
 _CLONE_NEWNET = 0x40000000
@@ -242,3 +245,23 @@ def memif_queues(plugged: PluggedPort | None) -> int | None:
                            f"must open {text!r} memif queue pairs, which is not a count of "
                            "1 to 255 (DPDK memif's limit)")
     return queues
+
+
+def switches_holding(ctx: Context, slot: Slot | None) -> list[VSwitch]:
+    """The vSwitches that may hold a device's port: its slot's own; none for a NIC (it has
+    no port) or for a vSwitch this agent does not run; every one when the slot is no
+    longer known (its pool left the config), as the port may still exist anywhere."""
+    if slot is None:
+        return list(ctx.vswitches.values())
+    backend = ctx.vswitches.get(slot.vswitch or "") if slot.kind != "dpdk-nic" else None
+    return [backend] if backend is not None else []
+
+
+def held_devices(ctx: Context, meanwhile: str) -> set[tuple[str, str]] | None:
+    """(resource, device ID) the kubelet lists for any pod; None when it cannot be asked,
+    logged with ``meanwhile``, what the caller does instead."""
+    try:
+        return ctx.pod_resources.held_devices()
+    except CniError as exc:
+        log.warning("kubelet pod-resources unavailable, %s: %s", meanwhile, exc.msg)
+        return None

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 
 from cni.context import Context
-from cni.lookups import is_ip_mode, port_spec
+from cni.lookups import is_ip_mode, port_spec, switches_holding
 from cni.netconf import NetConf
 from cni.teardown import record_netconf
 from deviceplugin import metrics
@@ -106,8 +106,7 @@ def remove_prepared(ctx: Context, device_id: str) -> bool:
     """Remove the prepared (unclaimed) port of a device no pod holds; True if one went.
     Held under the device's lock, so an ADD claiming the port meanwhile is never undone."""
     slot = ctx.slots.slot(device_id)
-    own = ctx.vswitches.get(slot.vswitch or "") if slot is not None else None
-    backends = [own] if own is not None else list(ctx.vswitches.values())
+    backends = switches_holding(ctx, slot)
     removed = False
     with ctx.locks.hold(device_id):
         if ctx.records.get(device_id) is not None:

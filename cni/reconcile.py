@@ -14,7 +14,7 @@ import logging
 import time
 
 from cni.context import Context
-from cni.errors import CniError
+from cni.lookups import held_devices
 from cni.prepare import remove_prepared
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,10 @@ def release_unheld(ctx: Context, min_age: float = 0.0, confirmed: bool = False) 
     # Allocations first: one made while the kubelet is being asked is not in this
     # snapshot, so it cannot look unheld.
     allocated = dict(ctx.allocations.all())
-    try:
-        held = {device_id for _, device_id in ctx.pod_resources.held_devices()}
-    except CniError as exc:
-        log.warning("allocation release skipped: %s", exc.msg)
+    known = held_devices(ctx, "allocation release skipped")
+    if known is None:
         return []
+    held = {device_id for _, device_id in known}
     attached = {r.device_id for r in ctx.records.all()}
     cutoff = time.time() - min_age
     unheld = {d for d in set(allocated) - held - attached

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from cni.container_config import config_path, refresh_container_config, remove_file
 from cni.context import Context
 from cni.errors import CniError
-from cni.lookups import memif_queues, port_spec
+from cni.lookups import held_devices, memif_queues, port_spec
 from cni.prepare import remove_unallocated
 from cni.records import AttachmentRecord
 from cni.request import CniArgs, CniRequest
@@ -74,7 +74,8 @@ def adopt(ctx: Context, vswitch: str) -> Adoption:
     ids = sorted({r.device_id for r in ctx.records.all() if _slot_on(ctx, r, vswitch)})
     # Asked once, and only when something needs the answer: at a node's boot the kubelet
     # may not serve pod-resources yet, and a question would wait for its timeout.
-    held = functools.cache(lambda: _held_devices(ctx))
+    held = functools.cache(
+        lambda: held_devices(ctx, "keeping every recorded attachment and port"))
     plugged: list[str] = []
     removed: list[str] = []
     failed: dict[str, str] = {}
@@ -162,16 +163,6 @@ def replay(ctx: Context, vswitch: str) -> int:
 def _slot_on(ctx: Context, record: AttachmentRecord, vswitch: str) -> bool:
     slot = ctx.slots.slot(record.device_id)
     return slot is not None and slot.vswitch == vswitch
-
-
-def _held_devices(ctx: Context) -> set[tuple[str, str]] | None:
-    """(resource, device ID) the kubelet lists for any pod; None when it cannot be asked."""
-    try:
-        return ctx.pod_resources.held_devices()
-    except CniError as exc:
-        log.warning("kubelet pod-resources unavailable, keeping every recorded attachment: %s",
-                    exc.msg)
-        return None
 
 
 def _unheld(record: AttachmentRecord, slot: Slot, held: set[tuple[str, str]] | None) -> bool:

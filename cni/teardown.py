@@ -15,12 +15,18 @@ from cni import errors
 from cni.container_config import config_path, remove_file
 from cni.context import Context
 from cni.errors import CniError
-from cni.lookups import find_port, owner_allows, owner_matches, vswitch_error
+from cni.lookups import (
+    find_port,
+    owner_allows,
+    owner_matches,
+    switches_holding,
+    vswitch_error,
+)
 from cni.netconf import NetConf, parse_netconf
 from cni.records import AttachmentRecord
 from cni.request import CniRequest
 from deviceplugin.slots import Slot
-from vswitch.api import PluggedPort, VSwitch, VSwitchError
+from vswitch.api import PluggedPort, VSwitchError
 from vswitch.sockfiles import remove_socket_file
 
 log = logging.getLogger(__name__)
@@ -44,7 +50,7 @@ def teardown(ctx: Context, req: CniRequest, record: AttachmentRecord,
             release = ctx.executor.submit(_release_address, ctx, req, record, ipam_conf).result
         except RuntimeError:  # the agent is stopping and its pool is shut: release inline
             release = functools.partial(_release_address, ctx, req, record, ipam_conf)
-    for switch in _switches_holding(ctx, slot):
+    for switch in switches_holding(ctx, slot):
         try:
             port = find_port(switch, record.device_id, what)
             # The record (read under the device's lock by every caller) says this
@@ -131,7 +137,7 @@ def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> Plugg
                            f"be removed: {failures[0]}", "see the agent log; the runtime retries")
         return None
     prepared = None
-    for switch in _switches_holding(ctx, ctx.slots.slot(device_id)):
+    for switch in switches_holding(ctx, ctx.slots.slot(device_id)):
         port = find_port(switch, device_id, what)
         if port is None:
             continue
@@ -151,7 +157,7 @@ def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> Plugg
 def remove_unrecorded(ctx: Context, req: CniRequest, device_id: str, what: str) -> list[CniError]:
     """DEL of an attachment with no record: remove its port only if the port's owner tags
     name this very attachment (another holder's port is never touched)."""
-    for switch in _switches_holding(ctx, ctx.slots.slot(device_id)):
+    for switch in switches_holding(ctx, ctx.slots.slot(device_id)):
         try:
             port = find_port(switch, device_id, what)
             if port is not None and owner_matches(port, req.container_id, req.ifname):
@@ -163,12 +169,3 @@ def remove_unrecorded(ctx: Context, req: CniRequest, device_id: str, what: str) 
             return [vswitch_error(exc, f"unplug of {what}")]
     return []
 
-
-def _switches_holding(ctx: Context, slot: Slot | None) -> list[VSwitch]:
-    """The vSwitches that may hold a device's port: its slot's own; none for a NIC (it has
-    no port) or for a vSwitch this agent does not run; every one when the slot is no
-    longer known (its pool left the config), as the port may still exist anywhere."""
-    if slot is None:
-        return list(ctx.vswitches.values())
-    backend = ctx.vswitches.get(slot.vswitch or "") if slot.kind != "dpdk-nic" else None
-    return [backend] if backend is not None else []

@@ -63,18 +63,19 @@ def _first(value: Any) -> Any:
     return value
 
 
-def _interface_problem(tables: Any, name: str) -> str:
-    """Why the interface ``name`` does not work as ovs-vswitchd reports it; "" when it does."""
+def _interface_outcome(tables: Any, name: str) -> tuple[str, str] | None:
+    """What ovs-vswitchd made of the interface ``name``: ("ok", ""), ("error", why), or
+    None while it has not set it up yet (no error, no ofport)."""
     for iface in tables["Interface"].rows.values():
         if read_column(iface, "name") == name:
             error = _first(read_column(iface, "error"))
             ofport = _first(read_column(iface, "ofport"))
             if error:
-                return f"ovs-vswitchd reports: {error}"
-            if ofport is None or ofport <= 0:
-                return f"ovs-vswitchd has not set it up (ofport={ofport})"
-            return ""
-    return "its interface row is gone"
+                return "error", str(error)
+            if ofport is not None:
+                return ("ok", "") if ofport > 0 else ("error", f"ofport={ofport}")
+            return None
+    return "error", "the interface row vanished"
 
 
 def _describe(spec: PortSpec) -> str:
@@ -322,7 +323,9 @@ class OvsVSwitch(VSwitch):
         settings, differences = _ports.claim_differences(plan, ids)
         if prepared.network != plan.bridge:
             differences.append(f"bridge: {prepared.network!r} -> {plan.bridge!r}")
-        problem = conn.read(lambda tables: _interface_problem(tables, plan.name))
+        outcome = conn.read(lambda tables: _interface_outcome(tables, plan.name))
+        problem = "" if outcome == ("ok", "") else (
+            f"ovs-vswitchd reports {outcome[1]}" if outcome else "ovs-vswitchd has not set it up")
         if differences or problem:
             log.info(
                 "prepared port %s does not fit, making it anew, device_id=%s pod=%s: %s",
@@ -469,16 +472,7 @@ class OvsVSwitch(VSwitch):
             rows = list(tables["Open_vSwitch"].rows.values())
             if not rows or next_cfg is None or rows[0].cur_cfg < next_cfg:
                 return None
-            for iface in tables["Interface"].rows.values():
-                if read_column(iface, "name") == plan.name:
-                    error = _first(read_column(iface, "error"))
-                    ofport = _first(read_column(iface, "ofport"))
-                    if error:
-                        return "error", str(error)
-                    if ofport is not None:
-                        return ("ok", "") if ofport > 0 else ("error", f"ofport={ofport}")
-                    return None
-            return "error", "the interface row vanished"
+            return _interface_outcome(tables, plan.name)
 
         result = conn.wait_for(outcome, self.timeout)
         if result is None:
