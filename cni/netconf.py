@@ -1,15 +1,18 @@
 """The numanet network configuration (stdin of a CNI call), parsed and validated.
 
-CNI spec 1.1.0; configs from 0.3.0 on are accepted. Types are strict (``"mtu": "9000"``
-is an error, not 9000) and unknown top-level keys are refused with the spec's code 2,
-because a mistyped key would otherwise silently do nothing. Keys with a ``/`` in them
-(``cni.dev/...`` conventions) and the runtime's own keys are accepted.
+CNI spec 1.1.0; configs from 0.3.0 on are accepted. The types of the keys numanet uses
+are strict (``"mtu": "9000"`` is an error, not 9000). Keys it does not use are ignored,
+as the reference plugins ignore them: callers add their own (Multus puts ``pciBusID``
+beside ``deviceID`` for every device plugin resource). Each is logged once per network
+at debug, so a mistyped key can still be found.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +20,8 @@ from cni import errors
 from cni.errors import CniError
 from cni.mac import MAC
 from deviceplugin import naming
+
+log = logging.getLogger(__name__)
 
 PLUGIN_TYPE = "numanet"
 SPEC_VERSION = "1.1.0"
@@ -161,14 +166,38 @@ def _runtime_config(doc: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _unknown_keys(doc: dict[str, Any]) -> None:
-    unknown = sorted(k for k in doc if k not in _KNOWN_KEYS and "/" not in k)
-    if unknown:
-        raise CniError(errors.UNSUPPORTED_FIELD,
-                       "unsupported field(s) in the network configuration: "
-                       + ", ".join(f"{k}={json.dumps(doc[k])[:40]}" for k in unknown),
-                       "numanet understands pool, resourceName, bridge, mtu, vlan, ipam, deviceID "
-                       "and the spec's keys; remove or correct the others")
+class _IgnoredKeys:
+    """(network, key) pairs already logged as ignored; bounded, since networks come and go."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def first_time(self, network: str, key: str) -> bool:
+        with self._lock:
+            if (network, key) in self._seen:
+                return False
+            if len(self._seen) >= self.LIMIT:
+                self._seen.clear()
+            self._seen.add((network, key))
+            return True
+
+
+_IGNORED = _IgnoredKeys()
+
+
+def ignored_keys(doc: dict[str, Any]) -> list[str]:
+    """Top-level keys numanet does not use (``cni.dev/...`` conventions are read elsewhere)."""
+    return sorted(k for k in doc if k not in _KNOWN_KEYS and "/" not in k)
+
+
+def _log_ignored(doc: dict[str, Any], network: str) -> None:
+    for key in ignored_keys(doc):
+        if _IGNORED.first_time(network, key):
+            log.debug("network config field ignored network=%s field=%s value=%s", network,
+                      key[:64], json.dumps(doc[key])[:64])
 
 
 def parse_netconf(stdin: bytes, command: str) -> NetConf:
@@ -183,7 +212,7 @@ def parse_netconf(stdin: bytes, command: str) -> NetConf:
     if plugin_type != PLUGIN_TYPE:
         raise _bad(f"type is {plugin_type!r}, this plugin is {PLUGIN_TYPE!r}",
                    f"set \"type\": \"{PLUGIN_TYPE}\" or call the plugin the config names")
-    _unknown_keys(doc)
+    _log_ignored(doc, name)
     versions = _typed(doc, "cniVersions", list)
     if versions is not None and not all(isinstance(v, str) for v in versions):
         raise _bad("cniVersions must be a list of strings", "e.g. [\"1.0.0\", \"1.1.0\"]")

@@ -162,6 +162,14 @@ def _not_found(exc: grpc.RpcError) -> bool:
 def _unreachable(socket: Path, exc: grpc.RpcError) -> CniError:
     code = exc.code() if hasattr(exc, "code") else None
     details = (exc.details() if hasattr(exc, "details") else "") or str(exc)
+    if not socket.is_socket():
+        # gRPC only says DEADLINE_EXCEEDED here; what a user needs is where numanet looked.
+        what = "is not a socket" if socket.exists() else "does not exist"
+        return CniError(errors.TRY_AGAIN_LATER,
+                        f"kubelet pod-resources socket {socket} {what}",
+                        "numanet checks every device ID with the kubelet's pod-resources API; "
+                        "start the kubelet, or point the agent's --kubelet-dir at the kubelet's "
+                        "root directory (mounted into the agent's pod); the runtime retries")
     return CniError(errors.TRY_AGAIN_LATER,
                     f"kubelet pod-resources API at {socket} did not answer "
                     f"({code.name if code else 'error'}: {details[:200]})",

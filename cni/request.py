@@ -125,7 +125,11 @@ def _parse_path(value: str) -> tuple[str, ...]:
 
 
 def parse_cni_args(raw: str) -> CniArgs:
-    """``K=V;K=V`` with the Kubernetes keys checked against the Kubernetes name rules."""
+    """``K=V;K=V`` with the Kubernetes keys checked against the Kubernetes name rules.
+
+    As the reference plugins' ``types.LoadArgs``: a key given again takes its last value
+    (Multus appends the runtime's CNI_ARGS to its own, so every key comes twice), and
+    unknown keys pass when ``IgnoreUnknown`` is set."""
     if len(raw) > _MAX_ARGS:
         raise _invalid(f"CNI_ARGS is {len(raw)} characters long",
                        f"keep it under {_MAX_ARGS} characters")
@@ -135,8 +139,6 @@ def parse_cni_args(raw: str) -> CniArgs:
         if not sep or not _ARG_KEY.fullmatch(key):
             raise _invalid(f"CNI_ARGS item {pair[:80]!r} is not KEY=VALUE",
                            "CNI_ARGS is 'KEY=VALUE' pairs separated by ';', keys alphanumeric")
-        if key in values:
-            raise _invalid(f"CNI_ARGS names {key} twice", "give each key once")
         values[key] = value
 
     def check(key: str, pattern: re.Pattern[str], rule: str, max_len: int) -> str | None:

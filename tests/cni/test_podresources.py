@@ -101,7 +101,43 @@ def test_kubelet_down_is_try_again_later(tmp_path):
     finally:
         client.close()
     assert down.value.code == errors.TRY_AGAIN_LATER
-    assert str(socket_path(tmp_path)) in down.value.msg
+    # Where numanet looked and what is wrong there, not gRPC's DEADLINE_EXCEEDED.
+    assert down.value.msg == f"kubelet pod-resources socket {socket_path(tmp_path)} does not exist"
+    assert "--kubelet-dir" in down.value.details
+
+
+def test_a_file_in_place_of_the_kubelet_socket_is_named(tmp_path):
+    path = socket_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text("")
+    client = PodResourcesClient(path, timeout=0.5)
+    try:
+        with pytest.raises(CniError) as down:
+            client.check_allocated("default", "pod-a", RES, "vhostuser-ovs-n0-000")
+    finally:
+        client.close()
+    assert down.value.code == errors.TRY_AGAIN_LATER
+    assert down.value.msg == f"kubelet pod-resources socket {path} is not a socket"
+
+
+def test_a_kubelet_that_stops_answering_is_named_by_its_grpc_status(tmp_path):
+    """A socket that exists but answers nothing: the gRPC status, not 'does not exist'."""
+    import socket as pysocket
+
+    path = socket_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    listener = pysocket.socket(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    client = PodResourcesClient(path, timeout=0.5)
+    try:
+        with pytest.raises(CniError) as down:
+            client.check_allocated("default", "pod-a", RES, "vhostuser-ovs-n0-000")
+    finally:
+        client.close()
+        listener.close()
+    assert down.value.code == errors.TRY_AGAIN_LATER
+    assert "did not answer" in down.value.msg and str(path) in down.value.msg
 
 
 def test_allocations_can_come_from_a_callable(tmp_path):

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from helpers.netns import netns
 from helpers.ovs import eventually, interface, private_ovs
-from helpers.ovs_node import POOL, SLOTS, OvsNode, ok, ovs_node, running_node
+from helpers.ovs_node import POOL, SLOTS, OvsNode, ok, ovs_node, prepared_port, running_node
 
 from cni import errors, reconcile
 from cni.reconcile import release_unheld
@@ -27,19 +27,6 @@ from vswitch.ovs.private import PrivateOvs
 
 __all__ = ["ovs_node", "private_ovs"]
 pytestmark = pytest.mark.ovs
-
-
-def prepared_port(node: OvsNode, device_id: str) -> dict[str, Any]:
-    """The device's Port once the agent has prepared it and ovs-vswitchd has set it up."""
-    def ready() -> dict[str, Any] | None:
-        port = node.port_row(device_id)
-        iface = interface(node.ovs, port_name(device_id))
-        if port is None or iface is None or not iface["ofport"] or iface["ofport"] <= 0:
-            return None
-        return port
-    port = eventually(ready, timeout=10)
-    assert port["external_ids"].get(TAG_PREPARED) == "true"
-    return port
 
 
 def outcomes() -> dict[str, float]:

@@ -22,9 +22,10 @@ from helpers.agent_node import AgentNode, RestartableAgentHarness
 from helpers.cni_shim import CniCall, require_host_local
 from helpers.deviceplugin import short_dir
 from helpers.netns import NetNS
-from helpers.ovs import rows, unique_bridge
+from helpers.ovs import eventually, interface, rows, unique_bridge
 from helpers.sysfs import HUGE_2M, NodeSpec, build_sysfs
-from vswitch.api import TAG_DEVICE_ID
+from vswitch.api import TAG_DEVICE_ID, TAG_PREPARED
+from vswitch.ovs.ports import port_name
 from vswitch.ovs.private import PrivateOvs
 
 POOL = "vhostuser-ovs"
@@ -103,6 +104,19 @@ class OvsNode(AgentNode):
         return document
 
 
+def prepared_port(node: OvsNode, device_id: str) -> dict[str, Any]:
+    """The device's Port once the agent has prepared it and ovs-vswitchd has set it up."""
+    def ready() -> dict[str, Any] | None:
+        port = node.port_row(device_id)
+        iface = interface(node.ovs, port_name(device_id))
+        if port is None or iface is None or not iface["ofport"] or iface["ofport"] <= 0:
+            return None
+        return port
+    port = eventually(ready, timeout=10)
+    assert port["external_ids"].get(TAG_PREPARED) == "true"
+    return port
+
+
 def ok(call: CniCall) -> CniCall:
     assert call.rc == 0, call.stdout + call.stderr
     return call
@@ -112,13 +126,14 @@ def all_healthy(devices: dict[str, Any]) -> bool:
     return len(devices) == SLOTS and all(d.healthy for d in devices.values())
 
 
-def _make_node(ovs: PrivateOvs, prepare: bool, **options: Any) -> OvsNode:
+def _make_node(ovs: PrivateOvs, prepare: bool, bridge: str | None = None,
+               **options: Any) -> OvsNode:
     root = short_dir("nnro-")
     # One NUMA node with hugepages and the CPUs the private OVS polls on.
     cpus = frozenset(range(max(os.sched_getaffinity(0)) + 1))
     sysfs = build_sysfs(root / "sys", [NodeSpec(id=0, cpus=cpus,
                                                  hugepages={HUGE_2M: (512, 512)})])
-    bridge = unique_bridge("r")
+    bridge = bridge or unique_bridge("r")
     config = CONFIG.replace("@DB@", ovs.db).replace("@BRIDGE@", bridge).replace(
         "@PREPARE@", "true" if prepare else "false")
     harness = RestartableAgentHarness(root=root, sysfs=sysfs, config_text=config, **options)
@@ -127,12 +142,14 @@ def _make_node(ovs: PrivateOvs, prepare: bool, **options: Any) -> OvsNode:
 
 
 @contextmanager
-def running_node(ovs: PrivateOvs, prepare: bool = True, **options: Any) -> Iterator[OvsNode]:
+def running_node(ovs: PrivateOvs, prepare: bool = True, bridge: str | None = None,
+                 **options: Any) -> Iterator[OvsNode]:
     """The node running: agent registered, every slot Healthy, pod-resources serving.
-    ``prepare``: the config's vswitches.ovs.prepareAtAllocate; ``options``: of the agent
-    harness (``reconcile_interval``...)."""
+    ``prepare``: the config's vswitches.ovs.prepareAtAllocate; ``bridge``: the pool's
+    bridge (a unique one when None); ``options``: of the agent harness
+    (``reconcile_interval``...)."""
     require_host_local()
-    node = _make_node(ovs, prepare, **options)
+    node = _make_node(ovs, prepare, bridge, **options)
     try:
         node.harness.start()
         node.start_pod_resources()
