@@ -17,8 +17,10 @@ COPY vswitch ./vswitch
 COPY deviceplugin ./deviceplugin
 COPY cni ./cni
 COPY protos ./protos
+COPY agent ./agent
+COPY webhook ./webhook
 RUN /opt/numanet/bin/pip install --no-cache-dir . \
- && /opt/numanet/bin/python -c "import deviceplugin.cli, cni.shim, cni.install"
+ && /opt/numanet/bin/python -c "import agent.cli, webhook, cni.shim, cni.install"
 
 FROM ${PYTHON_IMAGE}
 # pyudev loads libudev at run time.

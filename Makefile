@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint protos protos-check bench demo clean
+.PHONY: venv debian-packages test lint protos protos-check bench demo clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@# Debian's python3 needs python3-venv for `-m venv` (ensurepip); install it when missing.
@@ -17,12 +17,22 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: $(VENV)/.installed
 
-test: venv
+# The Debian packages the tests run for real (OVS-DPDK, dpdk-testpmd, host-local, ...),
+# installed when missing.
+debian-packages:
+	@tools/debian-packages.sh
+
+test: debian-packages venv
+	@command -v kubectl >/dev/null || [ -x $(VENV)/bin/kubectl ] || sh deploy/tools/fetch-kubectl.sh $(VENV)/bin/kubectl
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+PACKAGES := numa vswitch protos deviceplugin cni agent webhook demo
+
+# ruff, mypy, and the packages' direction (.importlinter, docs/architecture.md).
 lint: venv
-	$(PY) -m ruff check numa vswitch deviceplugin cni tests bench
-	$(PY) -m mypy numa vswitch deviceplugin cni
+	$(PY) -m ruff check $(filter-out protos,$(PACKAGES)) tests bench
+	$(PY) -m mypy $(filter-out protos,$(PACKAGES))
+	$(VENV)/bin/lint-imports --no-cache
 
 protos: venv
 	PYTHON=$(PY) protos/generate.sh
@@ -38,7 +48,7 @@ bench: venv
 # plugins) when they are missing; DEMO_ARGS= (empty) only names them instead.
 DEMO_ARGS ?= --install
 demo: venv
-	$(PY) -m deviceplugin.cli demo $(DEMO_ARGS)
+	$(PY) -m agent.cli demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

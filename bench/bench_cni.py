@@ -151,7 +151,7 @@ class ColdPhase:
     # -- lifecycle --
 
     def start(self) -> None:
-        from deviceplugin.kubelet_standin.podresources import PodAllocation, PodResourcesStandIn
+        from demo.kubelet_standin.podresources import PodAllocation, PodResourcesStandIn
         from vswitch.ovs.backend import OvsVSwitch
 
         for device_id in self.device_ids:  # what Allocate prepares
@@ -384,7 +384,7 @@ def main() -> int:
     if args.cycles < 200:
         print(f"note: {args.cycles} cycles (the target is judged over at least 200)")
 
-    from vswitch.ovs.private import INSTALL_HINT, PrivateOvs, missing_ovs_parts
+    from demo.private_ovs import INSTALL_HINT, PrivateOvs, missing_ovs_parts
 
     missing = missing_ovs_parts()
     if missing or not os.access(HOST_LOCAL, os.X_OK):

@@ -38,8 +38,8 @@ import grpc  # noqa: E402
 from helpers.deviceplugin import InMemoryVSwitchDouble  # noqa: E402
 from helpers.sysfs import HUGE_2M, NodeSpec, PciSpec, build_sysfs  # noqa: E402
 
-from deviceplugin.agent import Agent, AgentOptions  # noqa: E402
-from deviceplugin.kubelet_standin import KubeletStandin  # noqa: E402
+from agent.agent import Agent, AgentOptions  # noqa: E402
+from demo.kubelet_standin import KubeletStandin  # noqa: E402
 from protos.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc  # noqa: E402
 
 NODES = 4
@@ -172,7 +172,7 @@ def topology_rounds(root: Path, rounds: int = 50) -> None:
     """What the agent's refresher pays per round for the topology, on 4 nodes with 256
     vfio VFs: a full scan (NICs too), and a round that reads the nodes and hugepages only
     (deviceplugin/topology_scan.py: NICs are read on udev events and every 30 s)."""
-    from deviceplugin.topology_scan import TopologyScanner
+    from agent.topology_scan import TopologyScanner
 
     pfs = [PciSpec(address=f"0000:{0x18 + 0x40 * k:02x}:00.0", numa_node=k, driver="ice",
                    netdev=f"ens{k}f0", iommu_group=1000 * (k + 1), totalvfs=64,

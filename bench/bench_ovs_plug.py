@@ -23,9 +23,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from demo.private_ovs import PrivateOvs  # noqa: E402
 from vswitch.api import Owner, PortSpec  # noqa: E402
 from vswitch.ovs.backend import OvsVSwitch  # noqa: E402
-from vswitch.ovs.private import PrivateOvs  # noqa: E402
 
 
 def _ms(samples: list[float]) -> str:

@@ -1,6 +1,6 @@
 """The pod path of bench_cni.py: CNI ADD as a pod really gets it, from the real agent.
 
-The real agent process (``python -m deviceplugin.cli agent``, started as the demo starts it)
+The real agent process (``python -m agent.cli agent``, started as the demo starts it)
 serves one vhost-user pool on the bench's OVS-DPDK. Per pod:
   the kubelet stand-in admits it    GetPreferredAllocation + Allocate over real gRPC
   the sandbox gap                   what a kubelet and its runtime do between Allocate and
@@ -33,10 +33,10 @@ import yaml
 from cni_timing import row, timed
 
 import numa
+from demo.kubelet_standin.kubelet import ContainerSpec, KubeletStandin
+from demo.kubelet_standin.podresources import PodResourcesStandIn
+from demo.multus import Attachment, Network
 from deviceplugin import naming
-from deviceplugin.demo.multus import Attachment, Network
-from deviceplugin.kubelet_standin.kubelet import ContainerSpec, KubeletStandin
-from deviceplugin.kubelet_standin.podresources import PodResourcesStandIn
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = naming.DEFAULT_PREFIX
@@ -65,7 +65,7 @@ class Node:
     """What the pod path shares with the rest of the bench: the OVS, its bridge, the netns
     the ADDs name, the installed plugin, and where to put files."""
 
-    ovs: Any  # vswitch.ovs.private.PrivateOvs
+    ovs: Any  # demo.private_ovs.PrivateOvs
     bridge: str
     netns_name: str
     plugin: Path
@@ -139,7 +139,7 @@ class AgentRun:
         kubelet.start()
         self.podres = PodResourcesStandIn(self.pod_resources_socket,
                                           allocations=kubelet.pod_allocations).start()
-        cmd = [sys.executable, "-m", "deviceplugin.cli", "agent", "--config", str(config_path),
+        cmd = [sys.executable, "-m", "agent.cli", "agent", "--config", str(config_path),
                "--kubelet-dir", str(self.root / "k"), "--run-dir", str(self.run_dir),
                "--sysfs", "/sys", "--devinfo-dir", str(self.devinfo_dir),
                "--pod-resources-socket", str(self.pod_resources_socket),
@@ -234,7 +234,7 @@ class Series:
 
 
 def _cni_env(command: str, attachment: Attachment, socket: Path) -> dict[str, str]:
-    # As deviceplugin.demo.multus.call sets it (Multus calling its delegate), PATH as the
+    # As demo.multus.call sets it (Multus calling its delegate), PATH as the
     # cold path's: the plugin itself runs nothing from it.
     return {"PATH": "/usr/bin:/bin", "CNI_COMMAND": command,
             "CNI_CONTAINERID": attachment.container_id, "CNI_NETNS": str(attachment.netns),

@@ -106,7 +106,7 @@ def main() -> int:
                         help="prepare each ADD's port first, as the agent does at Allocate")
     args = parser.parse_args()
 
-    from vswitch.ovs.private import INSTALL_HINT, PrivateOvs, missing_ovs_parts
+    from demo.private_ovs import INSTALL_HINT, PrivateOvs, missing_ovs_parts
 
     if missing_ovs_parts() or not os.access(bench_cni.HOST_LOCAL, os.X_OK):
         print(f"cannot run: {INSTALL_HINT} containernetworking-plugins")
@@ -115,7 +115,7 @@ def main() -> int:
     from cni.install import install
     from cni.prepare import prepare_port
     from cni.service import start_agent_service
-    from deviceplugin.kubelet_standin.podresources import PodAllocation, PodResourcesStandIn
+    from demo.kubelet_standin.podresources import PodAllocation, PodResourcesStandIn
     from vswitch.ovs.backend import OvsVSwitch
 
     base = Path(tempfile.mkdtemp(prefix="nnpa-", dir="/tmp"))

@@ -23,13 +23,13 @@ from helpers.ovs import private_ovs, rows, short_tmpdir, unique_bridge
 
 from cni.context import Context
 from cni.service import CniService, start_agent_service
+from demo.kubelet_standin.podresources import PodAllocation, PodResourcesStandIn
+from demo.private_ovs import PrivateOvs
 from deviceplugin import naming
-from deviceplugin.kubelet_standin.podresources import PodAllocation, PodResourcesStandIn
 from deviceplugin.slots import Slot
 from deviceplugin.state import AllocationStore
 from vswitch.api import VSwitchError
 from vswitch.ovs.backend import OvsVSwitch
-from vswitch.ovs.private import PrivateOvs
 from vswitch.vpp.backend import VppVSwitch
 
 __all__ = ["private_ovs"]
@@ -226,7 +226,7 @@ def cni_bed(private_ovs: PrivateOvs, tmp_path: Path) -> Iterator[CniBed]:  # noq
                                   lambda: list(allocations)).start()
     slots = StaticSlots(run_dir)
     allocated = AllocationStore(run_dir)
-    # The agent's own entry point, as deviceplugin.agent starts it.
+    # The agent's own entry point, as agent.agent starts it.
     service = start_agent_service(slots=slots, vswitches=lambda: {"ovs": switch},
                                   run_dir=run_dir, pod_resources_socket=kubelet.socket,
                                   devinfo_root=devinfo_root, allocations=allocated)

@@ -17,11 +17,11 @@ from helpers.ovs import private_ovs, unique_bridge
 from helpers.sysfs import HUGE_2M, NodeSpec, build_sysfs
 
 from cni import errors
+from demo.kubelet_standin import ContainerSpec
+from demo.kubelet_standin.podresources import PodResourcesStandIn
+from demo.private_ovs import PrivateOvs
 from deviceplugin import naming
-from deviceplugin.kubelet_standin import ContainerSpec
-from deviceplugin.kubelet_standin.podresources import PodResourcesStandIn
 from vswitch.ovs.backend import OvsVSwitch
-from vswitch.ovs.private import PrivateOvs
 
 __all__ = ["private_ovs"]
 pytestmark = pytest.mark.ovs

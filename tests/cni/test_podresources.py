@@ -12,7 +12,7 @@ import pytest
 from cni import errors
 from cni.errors import CniError
 from cni.podresources import PodResourcesClient, socket_path
-from deviceplugin.kubelet_standin.podresources import (
+from demo.kubelet_standin.podresources import (
     AllocatableDevices,
     PodAllocation,
     PodResourcesStandIn,

@@ -11,7 +11,7 @@ import pytest
 from cni import errors
 from cni.errors import CniError
 from cni.podresources import PodResourcesClient, socket_path
-from deviceplugin.kubelet_standin.podresources import PodAllocation, PodResourcesStandIn
+from demo.kubelet_standin.podresources import PodAllocation, PodResourcesStandIn
 
 RES = "numanet.io/vhostuser-ovs"
 DEVICE = "vhostuser-ovs-n0-000"

@@ -19,10 +19,10 @@ from helpers.ovs_node import POOL, SLOTS, OvsNode, ok, ovs_node, prepared_port, 
 
 from cni import errors, reconcile
 from cni.reconcile import release_unheld
+from demo.private_ovs import PrivateOvs
 from deviceplugin import metrics
 from vswitch.api import TAG_CONTAINER_ID, TAG_POD_NAME, TAG_PREPARED
 from vswitch.ovs.ports import port_name
-from vswitch.ovs.private import PrivateOvs
 
 __all__ = ["ovs_node", "private_ovs"]
 pytestmark = pytest.mark.ovs

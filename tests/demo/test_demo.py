@@ -22,16 +22,16 @@ from typing import Any
 
 import pytest
 
-from deviceplugin.demo import procs
-from deviceplugin.demo.hugepages import SYSFS_DIR, mount_points
-from deviceplugin.demo.journal import Journal
-from deviceplugin.demo.layout import POD_NAMES, Layout
-from deviceplugin.demo.netns import exists as netns_exists
-from vswitch.ovs.private import PrivateOvs, missing_ovs_parts
+from demo import procs
+from demo.hugepages import SYSFS_DIR, mount_points
+from demo.journal import Journal
+from demo.layout import POD_NAMES, Layout
+from demo.netns import exists as netns_exists
+from demo.private_ovs import PrivateOvs, missing_ovs_parts
 
 pytestmark = [pytest.mark.ovs, pytest.mark.datapath]
 
-NUMANET = [sys.executable, "-m", "deviceplugin.cli", "demo"]
+NUMANET = [sys.executable, "-m", "agent.cli", "demo"]
 RUN_TIMEOUT = 120
 
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from deviceplugin.config import ConfigError, parse_config_text
-from deviceplugin.demo.cleanup import describe
-from deviceplugin.demo.hugepages import GivenBack, give_back, reserve
-from deviceplugin.demo.journal import HugepageRecord, Journal
-from deviceplugin.demo.layout import Layout
-from deviceplugin.demo.pods import Pod, PodError
-from deviceplugin.demo.preflight import Missing, install_command
-from deviceplugin.demo.procs import holders, identify
-from deviceplugin.demo.testpmd import Port, Settings
+from agent.config_file import ConfigError, parse_config_text
+from demo.cleanup import describe
+from demo.hugepages import GivenBack, give_back, reserve
+from demo.journal import HugepageRecord, Journal
+from demo.layout import Layout
+from demo.pods import Pod, PodError
+from demo.preflight import Missing, install_command
+from demo.procs import holders, identify
+from demo.testpmd import Port, Settings
 from deviceplugin.health import VSwitchState, slot_health
 from deviceplugin.slots import Slot
 from numa.model import NumaNode, Topology
@@ -160,7 +160,7 @@ def test_no_huge_config_keeps_slots_healthy_without_pages() -> None:
 
 
 def test_netns_dir_is_removed_only_when_empty(tmp_path: Path, monkeypatch) -> None:
-    from deviceplugin.demo import netns
+    from demo import netns
 
     monkeypatch.setattr(netns, "NETNS_DIR", tmp_path / "netns")
     (tmp_path / "netns").mkdir()
@@ -175,7 +175,7 @@ def test_netns_dir_is_removed_only_when_empty(tmp_path: Path, monkeypatch) -> No
 def test_the_callers_own_command_line_does_not_hold_the_directory(tmp_path: Path) -> None:
     # `sudo numanet demo --dir X`: X is in sudo's command line (here a parent shell's $1),
     # yet sudo holds nothing there; a sibling that does (a sleep in X) still counts.
-    script = ("from pathlib import Path; from deviceplugin.demo.procs import holders; "
+    script = ("from pathlib import Path; from demo.procs import holders; "
               "print(sorted(h.name for h in holders([Path(__import__('sys').argv[1])])))")
     shell = f"cd {tmp_path} && sleep 30 & {sys.executable} -c \"{script}\" \"$1\"; kill $!"
     done = subprocess.run(["sh", "-c", shell, "sh", str(tmp_path)], capture_output=True,
@@ -215,8 +215,8 @@ def test_a_memif_pods_testpmd_opens_the_queue_pairs_its_numanet_json_names(
 
 
 def test_memif_pods_get_the_pages_ovs_spends_on_their_ports() -> None:
-    from deviceplugin.demo import PODS
-    from deviceplugin.demo.scenario import HUGEPAGES, hugepages_for
+    from demo import PODS
+    from demo.scenario import HUGEPAGES, hugepages_for
 
     assert hugepages_for(("vhost-user", "vhost-user")) == HUGEPAGES
     assert hugepages_for(("vhost-user", "memif")) < hugepages_for(("memif", "memif"))

@@ -140,6 +140,10 @@ def test_agent_image_installs_the_whole_package_and_runs_numanet():
                 if p.strip() and "*" not in p}
     copied = {src.rstrip("/") for src, _ in copy_sources(instructions)}
     assert packages <= copied, f"packages not copied into the image: {packages - copied}"
+    # The node image carries the product only: the demo kit (demo, kubelet stand-in,
+    # private OVS-DPDK launcher) is neither copied nor packaged.
+    assert "demo" not in copied and not any(p.startswith("demo") for p in packages)
+    assert not any(src.startswith(("demo", "tests", "bench")) for src in copied)
     assert {"setup.cfg", "pyproject.toml", "README.md"} <= copied  # what pip install . reads
     # Python of the base image satisfies python_requires.
     base = resolve_from(instructions)[-1]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from helpers.deploy import DEPLOY
 
-from deviceplugin.webhook.nads import DirectorySource
-from deviceplugin.webhook.server import WebhookServer
+from webhook.nads import DirectorySource
+from webhook.server import WebhookServer
 
 SCRIPT = DEPLOY / "webhook" / "make-tls.sh"
 

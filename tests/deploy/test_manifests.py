@@ -19,12 +19,13 @@ from helpers.deploy import DEPLOY, OVERLAYS, Renders, kustomizations, one
 from kubernetes_validate import utils as kv
 from referencing import Registry, Resource
 
+import webhook as webhook_cli
+from agent import agent
+from agent.config_file import parse_config_text
 from cni.netconf import parse_netconf
-from deviceplugin import agent, metrics, naming
-from deviceplugin import webhook as webhook_cli
-from deviceplugin.config import parse_config_text
-from deviceplugin.webhook.admission import handle
-from deviceplugin.webhook.nads import DirectorySource
+from deviceplugin import metrics, naming
+from webhook.admission import handle
+from webhook.nads import DirectorySource
 
 K8S_VERSION = kv.latest_version()
 NAD_SCHEMA = (Path(__file__).with_name("schemas")

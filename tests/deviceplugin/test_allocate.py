@@ -16,8 +16,8 @@ import pytest
 from helpers.deviceplugin import AgentHarness, check_device_info
 from helpers.ovs import eventually
 
+from demo.kubelet_standin import ContainerSpec, StandinError
 from deviceplugin import naming
-from deviceplugin.kubelet_standin import ContainerSpec, StandinError
 from protos.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 
 VHOST = "numanet.io/vhostuser-ovs"

@@ -7,7 +7,7 @@ import time
 
 from helpers.deviceplugin import AgentHarness
 
-from deviceplugin.kubelet_standin import ContainerSpec
+from demo.kubelet_standin import ContainerSpec
 
 VHOST = "numanet.io/vhostuser-ovs"
 NIC = "numanet.io/dpdk-nic"

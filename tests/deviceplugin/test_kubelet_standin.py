@@ -6,9 +6,9 @@ import grpc
 import pytest
 from helpers.deviceplugin import AgentHarness
 
+from demo.kubelet_standin import ContainerSpec, StandinError
+from demo.kubelet_standin.podresources import PodResourcesStandIn
 from deviceplugin import metrics
-from deviceplugin.kubelet_standin import ContainerSpec, StandinError
-from deviceplugin.kubelet_standin.podresources import PodResourcesStandIn
 from protos.podresources.v1 import api_pb2, api_pb2_grpc
 
 VHOST = "numanet.io/vhostuser-ovs"

@@ -8,8 +8,8 @@ import pytest
 from helpers.sysfs import HUGE_1G, four_nodes, two_nodes
 
 import numa
+from agent.config_file import parse_config
 from deviceplugin import naming
-from deviceplugin.config import parse_config
 from deviceplugin.health import VSwitchState
 from deviceplugin.manager import ResourceManager
 from deviceplugin.pools import plan_pools

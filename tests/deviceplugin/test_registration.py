@@ -13,8 +13,8 @@ import pytest
 from helpers.deviceplugin import AgentHarness, short_dir
 from helpers.sysfs import four_nodes
 
-from deviceplugin.kubelet_standin import KubeletStandin
-from deviceplugin.kubelet_standin.kubelet import is_extended_resource_name
+from demo.kubelet_standin import KubeletStandin
+from demo.kubelet_standin.kubelet import is_extended_resource_name
 from deviceplugin.registration import RegistrationError, register
 from protos.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 

@@ -9,8 +9,8 @@ import pytest
 from helpers.ovs import started_private_ovs
 from helpers.sysfs import two_nodes
 
+from demo.private_ovs import PrivateOvs
 from vswitch.ovs.backend import OvsVSwitch
-from vswitch.ovs.private import PrivateOvs
 
 pytestmark = pytest.mark.ovs
 

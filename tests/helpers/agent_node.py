@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import vswitch
+from agent.agent import Agent
+from agent.vswitches import endpoint_of
+from demo.kubelet_standin import ContainerSpec, KubeletStandin
+from demo.kubelet_standin.podresources import PodResourcesStandIn
 from deviceplugin import naming
-from deviceplugin.agent import Agent
 from deviceplugin.config import Config
-from deviceplugin.kubelet_standin import ContainerSpec, KubeletStandin
-from deviceplugin.kubelet_standin.podresources import PodResourcesStandIn
-from deviceplugin.vswitches import endpoint_of
 from helpers.cni_shim import CNI_BIN, CniCall, leases, run_shim
 from helpers.deviceplugin import AgentHarness
 from vswitch.api import VSwitch

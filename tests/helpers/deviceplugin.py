@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deviceplugin.agent import Agent, AgentOptions
+from agent.agent import Agent, AgentOptions
+from demo.kubelet_standin import KubeletStandin
 from deviceplugin.config import Config
-from deviceplugin.kubelet_standin import KubeletStandin
 from helpers.sysfs import FakeSysfs
 from vswitch.api import CpuTopology, Health, PluggedPort, PortSpec, VSwitch, VSwitchUnavailable
 

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from vswitch.ovs.private import INSTALL_HINT, PrivateOvs, missing_ovs_parts
+from demo.private_ovs import INSTALL_HINT, PrivateOvs, missing_ovs_parts
 
 T = TypeVar("T")
 _bridges = itertools.count()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from demo.private_ovs import PrivateOvs
 from deviceplugin import naming
 from helpers.agent_node import AgentNode, RestartableAgentHarness
 from helpers.cni_shim import CniCall, require_host_local
@@ -26,7 +27,6 @@ from helpers.ovs import eventually, interface, rows, unique_bridge
 from helpers.sysfs import HUGE_2M, NodeSpec, build_sysfs
 from vswitch.api import TAG_DEVICE_ID, TAG_PREPARED
 from vswitch.ovs.ports import port_name
-from vswitch.ovs.private import PrivateOvs
 
 POOL = "vhostuser-ovs"
 RESOURCE = naming.resource_name(naming.DEFAULT_PREFIX, POOL)

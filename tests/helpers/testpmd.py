@@ -9,7 +9,7 @@ and stop; always without PCI and hugepages, with its own ``--file-prefix``::
         time.sleep(2)
         stats = pmd.stop()          # {port: ForwardStats(rx, tx, rx_dropped, tx_dropped)}
 
-The process itself is driven by the product's runner, ``deviceplugin.demo.testpmd``
+The process itself is driven by the product's runner, ``demo.testpmd``
 (the one ``numanet demo`` uses for its pods), so tests and the demo share one way of
 talking to testpmd; this module only adds the multi-port, test-shaped API.
 
@@ -28,7 +28,7 @@ from types import TracebackType
 
 import pytest
 
-from deviceplugin.demo.testpmd import PROMPT, Testpmd, TestpmdError, line_buffered
+from demo.testpmd import PROMPT, Testpmd, TestpmdError, line_buffered
 
 TESTPMD = "dpdk-testpmd"
 INSTALL_HINT = "apt-get install -y --no-install-recommends dpdk-dev"

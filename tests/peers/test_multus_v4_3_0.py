@@ -25,9 +25,9 @@ from helpers.ovs_node import OvsNode, ok, prepared_port, running_node
 from peers.recorded import Recording, document, load
 
 from cni import errors
+from demo.private_ovs import PrivateOvs
 from deviceplugin import naming
 from vswitch.api import TAG_CONTAINER_ID, TAG_POD_NAME, TAG_PREPARED
-from vswitch.ovs.private import PrivateOvs
 
 __all__ = ["private_ovs"]
 pytestmark = pytest.mark.ovs
@@ -156,13 +156,14 @@ def test_recorded_del_after_a_failed_add_succeeds_and_retries(node: OvsNode, pod
     ({"deviceID": "../../etc/passwd", "pciBusID": "../../etc/passwd"},
      errors.INVALID_NETWORK_CONFIG, "deviceID"),
     ({"deviceID": "vhostuser-ovs-n0-000/../../x"}, errors.INVALID_NETWORK_CONFIG, "deviceID"),
-    # Another pod's device: the kubelet gave pod-a n0-000, not n0-001.
+    # Another pod's device: the kubelet gave pod-a n0-000 and pod-b n0-001.
     ({"deviceID": "vhostuser-ovs-n0-001", "pciBusID": "vhostuser-ovs-n0-001"},
      errors.DEVICE_NOT_ALLOCATED, "not allocated"),
 ])
 def test_a_hostile_device_id_inside_a_multus_call_is_still_refused(node, pod_netns, change,
                                                                      code, word):
     admit_recorded_pod(node)
+    assert node.admit("pod-b") == "vhostuser-ovs-n0-001"
     call = ADD.with_config(**change)
     assert_cni_error(replay(node, pod_netns, call), code, word)
     assert node.records() == [] and leases(node.ipam_dir, NETWORK) == []

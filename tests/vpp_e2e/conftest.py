@@ -5,7 +5,7 @@ vpp_papi client, restartable with an empty state like a real VPP), the kubelet s
 real network namespaces and the real ``numanet-cni`` shim.
 
 The agent builds its VPP backend itself from ``vswitches.vpp.apiSocket`` of its config
-file (``deviceplugin.vswitches.endpoint_of``), as in production; only the backend's
+file (``agent.vswitches.endpoint_of``), as in production; only the backend's
 reconnect timings are shortened so that restarts take milliseconds.
 """
 

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from helpers.deviceplugin import BASE_CONFIG, InMemoryVSwitchDouble
 
-from deviceplugin.config import Config, parse_config_text
+from agent.config_file import parse_config_text
+from agent.vswitches import VSwitchMonitor
+from deviceplugin.config import Config
 from deviceplugin.health import VSwitchState
-from deviceplugin.vswitches import VSwitchMonitor
 from tests.vswitch.vpp_fake import FakeVpp
 from tests.vswitch.vpp_timing import FAST, wait_for
 from vswitch.api import Health

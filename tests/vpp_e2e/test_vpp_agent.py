@@ -20,11 +20,11 @@ from helpers.netns import NetNS, netns
 from helpers.ovs import private_ovs, unique_bridge
 
 from cni import errors
+from demo.kubelet_standin.kubelet import StandinError
+from demo.private_ovs import PrivateOvs
 from deviceplugin import naming
-from deviceplugin.kubelet_standin.kubelet import StandinError
 from tests.vswitch.vpp_fixtures import is_socket
 from tests.vswitch.vpp_timing import wait_for
-from vswitch.ovs.private import PrivateOvs
 
 from .conftest import (
     MEMIF,

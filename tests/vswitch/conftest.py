@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from helpers.ovs import private_ovs, private_ovs_fixture, short_tmpdir, unique_bridge
 
+from demo.private_ovs import PrivateOvs
 from vswitch.api import VSwitchError
 from vswitch.ovs.backend import OvsVSwitch
-from vswitch.ovs.private import PrivateOvs
 
 __all__ = ["private_ovs"]  # re-exported: that makes it a fixture of this directory
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from helpers.ovs import hugetlbfs, require_ovs, short_tmpdir
 
-import vswitch.ovs.private as private
-from vswitch.ovs.private import OvsNotInstalled, OvsStartError, PrivateOvs
+import demo.private_ovs as private
+from demo.private_ovs import OvsNotInstalled, OvsStartError, PrivateOvs
 
 pytestmark = pytest.mark.ovs
 
@@ -66,7 +66,7 @@ def test_leftover_of_a_killed_run_is_stopped(base_dir):
     # A run that dies without stopping its daemons (SIGKILL, crash): they keep running.
     script = textwrap.dedent(f"""
         import os
-        from vswitch.ovs.private import PrivateOvs
+        from demo.private_ovs import PrivateOvs
         ovs = PrivateOvs({str(base_dir)!r}).start()
         print(ovs.ovsdb_pid, ovs.vswitchd_pid, flush=True)
         os._exit(0)

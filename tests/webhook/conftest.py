@@ -10,8 +10,8 @@ import pytest
 import yaml
 from helpers.admission import STANDARD_NADS, Client, TLSFiles, make_tls
 
-from deviceplugin.webhook.nads import DirectorySource
-from deviceplugin.webhook.server import WebhookServer
+from webhook.nads import DirectorySource
+from webhook.server import WebhookServer
 
 
 @pytest.fixture

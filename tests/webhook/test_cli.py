@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers.admission import Client, make_tls
 
-from deviceplugin.webhook import resource_prefix
+from webhook import resource_prefix
 
 
 def _free_port() -> int:
@@ -23,7 +23,7 @@ def _free_port() -> int:
 
 
 def _numanet(*args: str) -> list[str]:
-    return [sys.executable, "-m", "deviceplugin.cli", "webhook", *args]
+    return [sys.executable, "-m", "agent.cli", "webhook", *args]
 
 
 def test_webhook_process_serves_and_stops_on_sigterm(tls, nad_dir, tmp_path):

@@ -17,9 +17,9 @@ import pytest
 from helpers.admission import Client, make_tls, nad
 from kubernetes_validate import utils as kv
 
-from deviceplugin.webhook import server as server_module
-from deviceplugin.webhook.nads import DirectorySource
-from deviceplugin.webhook.server import WebhookServer
+from webhook import server as server_module
+from webhook.nads import DirectorySource
+from webhook.server import WebhookServer
 
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 

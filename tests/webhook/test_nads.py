@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from helpers.admission import TLSFiles, make_tls, nad
 
-from deviceplugin.webhook.nads import (
+from webhook.nads import (
     ApiServerSource,
     DirectorySource,
     NadLookupError,

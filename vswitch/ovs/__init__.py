@@ -1,6 +1,6 @@
 """OVS-DPDK backend (ovsdbapp) and a private OVS-DPDK instance for demos and tests.
 
-``OvsVSwitch`` is imported lazily: ``vswitch.ovs.private`` needs only the standard library.
+``OvsVSwitch`` is imported lazily: ``demo.private_ovs`` needs only the standard library.
 """
 
 from __future__ import annotations
