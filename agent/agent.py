@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent import metrics
 from agent.config_file import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from agent.status_file import StatusWriter, build_status, pool_usage, status_path
 from agent.topology_scan import DEFAULT_NIC_INTERVAL, TopologyScanner
 from agent.vswitches import Factory, VSwitchMonitor, default_factory
-from deviceplugin import metrics, naming
+from deviceplugin import naming
 from deviceplugin.allocate import Allocator, AllocatorSettings
 from deviceplugin.config import MAX_NUMA_ID, Config
 from deviceplugin.kubelet_watch import PluginSupervisor
@@ -95,6 +96,7 @@ class Agent:
         self.status_writer = StatusWriter(status_path(options.run_dir), self.status)
         self.cni_service: Any = None  # set by _start_cni_service
         self.metrics_server: metrics.MetricsServer | None = None
+        self._metrics_view = metrics.AgentView(self._slot_rows, self._vswitch_rows)
         self._hotplug: Any = None
         self._wake = threading.Event()
         self._next_reconcile = time.monotonic() + options.reconcile_interval
@@ -309,15 +311,14 @@ class Agent:
                 address=metrics.resolve_address(address),
                 health=lambda: not self._stop.is_set(),
                 ready=self._ready,
-                status=self.status,
             )
-            metrics.REGISTRY.add_collector(self._collect_metrics)
+            metrics.watch_agent(self._metrics_view)
             self.metrics_server = server.start()
         except (OSError, ValueError) as exc:
             log.error("metrics endpoint not started error=%s", exc)
 
     def _stop_metrics(self) -> None:
-        metrics.REGISTRY.remove_collector(self._collect_metrics)
+        metrics.unwatch_agent(self._metrics_view)
         server, self.metrics_server = self.metrics_server, None
         if server is not None:
             server.stop()
@@ -326,12 +327,12 @@ class Agent:
         waiting = [p.pool for p in self.plugins.status() if not p.registered]
         return not waiting, f"not registered with the kubelet yet: {', '.join(waiting)}"
 
-    def _collect_metrics(self) -> None:
-        metrics.set_slots((view.name, node, u.total, u.used)
-                          for view, usage in pool_usage(self.manager)
-                          for node, u in usage.items())
-        for state in self.vswitch_monitor.states().values():
-            metrics.set_vswitch_up(state.name, state.healthy)
+    def _slot_rows(self) -> list[metrics.SlotRow]:
+        return [(view.name, node, u.total, u.used)
+                for view, usage in pool_usage(self.manager) for node, u in usage.items()]
+
+    def _vswitch_rows(self) -> list[tuple[str, bool]]:
+        return [(s.name, s.healthy) for s in self.vswitch_monitor.states().values()]
 
     def _start_hotplug(self) -> None:
         if not self.options.udev:

@@ -122,7 +122,7 @@ class StatusWriter:
             unchanged = {**document, "updatedAt": None}
             if unchanged == self._written and self.path.exists():
                 return
-            write_atomic(self.path, json.dumps(document, indent=1).encode() + b"\n", mode=0o644)
+            write_atomic(self.path, json.dumps(document, indent=1).encode() + b"\n", mode=0o600)
             self._written = unchanged
         except Exception:  # status is for people; it must never take the agent down
             log.exception("cannot write status file path=%s", self.path)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from cni import errors
+from cni import errors, metrics
 from cni.container_config import (
     ContainerView,
     config_path,
@@ -55,7 +55,6 @@ from cni.replay import replay
 from cni.request import CniRequest
 from cni.result import Interface, IpamResult, parse_dns, parse_result, render_result
 from cni.teardown import record_netconf, remove_unrecorded, take_over, teardown
-from deviceplugin import metrics
 from deviceplugin.slots import Slot
 from vswitch.api import PluggedPort, VSwitch, VSwitchError
 

@@ -26,11 +26,11 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import Future
 
+from cni import metrics
 from cni.context import Context
 from cni.lookups import is_ip_mode, port_spec, switches_holding
 from cni.netconf import NetConf
 from cni.teardown import record_netconf
-from deviceplugin import metrics
 from deviceplugin.slots import Slot
 from vswitch.api import Owner, PluggedPort, VSwitch, VSwitchError
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from cni import errors
+from cni import errors, metrics
 from cni.commands import VERBS, Allocations, Context
 from cni.container_config import DEVINFO_ROOT
 from cni.errors import CniError
@@ -31,7 +31,7 @@ from cni.netconf import cni_version_of
 from cni.podresources import PodResourcesClient
 from cni.request import COMMANDS, ENV_NAMES, parse_request
 from cni.shim import MAGIC
-from deviceplugin import metrics, naming
+from deviceplugin import naming
 from deviceplugin.slots import SlotLookup
 from vswitch.api import VSwitch
 

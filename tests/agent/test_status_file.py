@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -34,3 +35,10 @@ def test_status_file_is_rewritten_only_when_the_status_changed(tmp_path: Path) -
     path.unlink()  # someone removed it: the next round puts it back
     writer.write()
     assert json.loads(path.read_text())["pools"] == [{"used": 2}]
+
+
+def test_status_file_is_for_root_only(tmp_path: Path) -> None:
+    """It names the config, socket paths and why a vSwitch is down: not for other users."""
+    path = tmp_path / "status.json"
+    StatusWriter(path, lambda: {"pid": 1}).write()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -11,7 +11,10 @@ from __future__ import annotations
 import http.client
 import re
 
-from deviceplugin import metrics
+from helpers.metrics import sample
+from prometheus_client import generate_latest
+
+from agent import metrics
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -77,10 +80,10 @@ def test_add_and_failing_add_are_counted_by_command_and_code(cni_bed, pod_netns)
 
 
 def test_an_unknown_command_is_counted_under_one_label(cni_bed):
-    before = metrics.CNI_CALLS.value(command="invalid", code="4")
+    before = sample("numanet_cni_calls_total", command="invalid", code="4")
     for word in ("FROB", "ADDX"):
         call = cni_bed.cni(word, cni_bed.netconf())
         assert call.rc == 1
     # Made-up commands do not each get a series of their own.
-    assert metrics.CNI_CALLS.value(command="invalid", code="4") == before + 2
-    assert "FROB" not in metrics.REGISTRY.render()
+    assert sample("numanet_cni_calls_total", command="invalid", code="4") == before + 2
+    assert "FROB" not in generate_latest().decode()

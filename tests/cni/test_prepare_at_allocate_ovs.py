@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 import pytest
+from helpers.metrics import sample
 from helpers.netns import netns
 from helpers.ovs import eventually, interface, private_ovs
 from helpers.ovs_node import POOL, SLOTS, OvsNode, ok, ovs_node, prepared_port, running_node
@@ -20,7 +21,6 @@ from helpers.ovs_node import POOL, SLOTS, OvsNode, ok, ovs_node, prepared_port, 
 from cni import errors, reconcile
 from cni.reconcile import release_unheld
 from demo.private_ovs import PrivateOvs
-from deviceplugin import metrics
 from vswitch.api import TAG_CONTAINER_ID, TAG_POD_NAME, TAG_PREPARED
 from vswitch.ovs.ports import port_name
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.ovs
 
 def outcomes() -> dict[str, float]:
     """numanet_prepared_ports_total of the pool, by outcome (the agent runs in this process)."""
-    return {o: metrics.PREPARED_PORTS.value(pool=POOL, outcome=o)
+    return {o: sample("numanet_prepared_ports_total", pool=POOL, outcome=o)
             for o in ("prepared", "failed", "claimed", "removed")}
 
 

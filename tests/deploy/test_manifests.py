@@ -20,10 +20,10 @@ from kubernetes_validate import utils as kv
 from referencing import Registry, Resource
 
 import webhook as webhook_cli
-from agent import agent
+from agent import agent, metrics
 from agent.config_file import parse_config_text
 from cni.netconf import parse_netconf
-from deviceplugin import metrics, naming
+from deviceplugin import naming
 from webhook.admission import handle
 from webhook.nads import DirectorySource
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 from helpers.deviceplugin import AgentHarness
+from helpers.metrics import sample
 
 from demo.kubelet_standin import ContainerSpec, StandinError
 from demo.kubelet_standin.podresources import PodResourcesStandIn
-from deviceplugin import metrics
 from protos.podresources.v1 import api_pb2, api_pb2_grpc
 
 VHOST = "numanet.io/vhostuser-ovs"
@@ -40,13 +40,13 @@ def test_pod_resources_list_shows_the_standins_allocations(two_node_agent: Agent
 def test_kubelet_calls_are_counted_in_metrics(two_node_agent: AgentHarness) -> None:
     harness = two_node_agent
     harness.wait_devices(NIC, lambda d: len(d) == 3)
-    ok_before = metrics.KUBELET_CALLS.value(pool="dpdk-nic", method="Allocate", code="OK")
-    bad_before = metrics.KUBELET_CALLS.value(pool="dpdk-nic", method="Allocate",
+    ok_before = sample("numanet_kubelet_calls_total", pool="dpdk-nic", method="Allocate", code="OK")
+    bad_before = sample("numanet_kubelet_calls_total", pool="dpdk-nic", method="Allocate",
                                              code="INVALID_ARGUMENT")
     harness.kubelet.allocate(NIC, ["0000:af:00.1"])
     with pytest.raises(StandinError, match="INVALID_ARGUMENT: unknown device IDs"):
         harness.kubelet.allocate(NIC, ["0000:ff:00.0"])
-    assert metrics.KUBELET_CALLS.value(pool="dpdk-nic", method="Allocate", code="OK") == \
+    assert sample("numanet_kubelet_calls_total", pool="dpdk-nic", method="Allocate", code="OK") == \
         ok_before + 1
-    assert metrics.KUBELET_CALLS.value(pool="dpdk-nic", method="Allocate",
+    assert sample("numanet_kubelet_calls_total", pool="dpdk-nic", method="Allocate",
                                        code="INVALID_ARGUMENT") == bad_before + 1
