@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from vswitch.api import MAX_SLOT_ID, SLOT_ID
+
 DEFAULT_PREFIX = "numanet.io"
 DEFAULT_RUN_DIR = Path("/run/numanet")
 DEFAULT_KUBELET_DIR = Path("/var/lib/kubelet")
@@ -17,12 +19,9 @@ CONTAINER_RUN_DIR = Path("/run/numanet")
 DEVINFO_DIR = Path("/var/run/k8s.cni.cncf.io/devinfo/dp")
 SOCKET_NAME = "sock"
 CONTAINER_CONFIG_NAME = "numanet.json"
-MAX_DEVICE_ID = 63
+MAX_DEVICE_ID = MAX_SLOT_ID
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_SLOT_ID = re.compile(
-    r"^(?P<pool>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-n(?P<numa>[0-9]{1,3})-(?P<index>[0-9]{3,5})$"
-)
 _PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -78,7 +77,7 @@ def validate_device_id(device_id: object) -> str:
         raise InvalidName(f"device ID {device_id!r} is empty or not a string")
     if len(device_id) > MAX_DEVICE_ID:
         raise InvalidName(f"device ID {device_id[:80]!r} is longer than {MAX_DEVICE_ID} characters")
-    if _SLOT_ID.fullmatch(device_id) or _PCI_ADDRESS.fullmatch(device_id):
+    if SLOT_ID.fullmatch(device_id) or _PCI_ADDRESS.fullmatch(device_id):
         return device_id
     raise InvalidName(
         f"device ID {device_id!r} is neither a numanet slot ID (<pool>-n<numa>-<index>) "
@@ -88,7 +87,7 @@ def validate_device_id(device_id: object) -> str:
 
 def parse_slot_id(device_id: str) -> tuple[str, int, int]:
     """(pool, numa node, index) of a slot ID; raises InvalidName for anything else."""
-    match = _SLOT_ID.fullmatch(validate_device_id(device_id))
+    match = SLOT_ID.fullmatch(validate_device_id(device_id))
     if not match:
         raise InvalidName(f"device ID {device_id!r} is not a slot ID (<pool>-n<numa>-<index>)")
     return match["pool"], int(match["numa"]), int(match["index"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from deviceplugin.preferred import (
 )
 from deviceplugin.registration import plugin_options, socket_identity
 from protos.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
+from vswitch.sockfiles import NotASocket, remove_socket_file
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +210,6 @@ class PoolServer(api_pb2_grpc.DevicePluginServicer):
 
 def _remove_stale_socket(path: Path) -> None:
     try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise OSError(f"{path} exists and is not a socket: remove it by hand")
-    path.unlink()
+        remove_socket_file(path, refuse_other=True)
+    except NotASocket as exc:
+        raise OSError(f"{path} exists and is not a socket: remove it by hand") from exc

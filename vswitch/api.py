@@ -8,11 +8,25 @@ tags after a restart. Backends: ``vswitch.ovs`` (ovsdbapp) and ``vswitch.vpp`` (
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 PortKind = Literal["vhost-user", "memif"]
+
+# The device ID of a slot, ``<pool>-n<numa>-<index>`` (a DNS-label pool), at most 63
+# characters: what every port numanet plugs is named and tagged after. The one pattern:
+# the device plugin makes and parses slot IDs with it (``deviceplugin.naming``), the VPP
+# backend recognises its interfaces by it (VPP tags are 63 characters).
+SLOT_ID = re.compile(
+    r"^(?P<pool>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-n(?P<numa>[0-9]{1,3})-(?P<index>[0-9]{3,5})$"
+)
+MAX_SLOT_ID = 63
+
+
+def is_slot_id(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_SLOT_ID and bool(SLOT_ID.fullmatch(value))
 
 # Tag keys written on every port numanet creates (OVS external_ids, VPP tags).
 TAG_OWNER = "numanet-owner"  # value always "numanet": marks the port as ours

@@ -278,10 +278,10 @@ def test_slot_metrics_follow_allocations(make_harness) -> None:
     port = harness.agent.metrics_server.port
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
         body = answer.read().decode()
-    for line in ('numanet_slots_total{pool="dpdk-nic",numa_node="1"} 1',
-                 'numanet_slots_used{pool="dpdk-nic",numa_node="1"} 1',
-                 'numanet_slots_total{pool="dpdk-nic",numa_node="0"} 2',
-                 'numanet_slots_used{pool="dpdk-nic",numa_node="0"} 0',
-                 'numanet_slots_total{pool="vhostuser-ovs",numa_node="1"} 4',
-                 'numanet_slots_used{pool="vhostuser-ovs",numa_node="1"} 0'):
+    for line in ('numanet_slots_total{numa_node="1",pool="dpdk-nic"} 1.0',
+                 'numanet_slots_used{numa_node="1",pool="dpdk-nic"} 1.0',
+                 'numanet_slots_total{numa_node="0",pool="dpdk-nic"} 2.0',
+                 'numanet_slots_used{numa_node="0",pool="dpdk-nic"} 0.0',
+                 'numanet_slots_total{numa_node="1",pool="vhostuser-ovs"} 4.0',
+                 'numanet_slots_used{numa_node="1",pool="vhostuser-ovs"} 0.0'):
         assert line in body.splitlines(), (line, body)

@@ -438,8 +438,7 @@ def test_device_ids_that_are_not_slot_ids_are_refused(vpp_switch, fake_vpp, vpp_
     ],
 )
 def test_slot_ids_are_the_ones_deviceplugin_names(value):
-    """tags.py restates naming's slot ID pattern (vswitch must not import deviceplugin):
-    the two must accept the same IDs."""
+    """The VPP backend and the device plugin accept the same slot IDs (one pattern)."""
     try:
         naming.parse_slot_id(value)
         named = True

@@ -46,7 +46,7 @@ from vswitch.ovs.commands import (
     find_bridge_of,
 )
 from vswitch.ovs.connection import Connection, read_column
-from vswitch.sockfiles import remove_socket_file
+from vswitch.sockfiles import NotASocket, remove_socket_file
 
 log = logging.getLogger(__name__)
 
@@ -540,15 +540,12 @@ class OvsVSwitch(VSwitch):
     @staticmethod
     def _remove_stale_socket(path: str, plan: _ports.PortPlan) -> None:
         try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(mode):
+            remove_socket_file(path, refuse_other=True)
+        except NotASocket as exc:
             raise VSwitchError(
                 f"{path} exists and is not a socket; refusing to replace it for "
                 f"device_id={plan.device_id}"
-            )
-        os.unlink(path)
+            ) from exc
 
     def _rollback(self, conn: Connection, plan: _ports.PortPlan, spec: PortSpec) -> None:
         try:

@@ -12,32 +12,25 @@ import logging
 import os
 import stat
 
+from vswitch.sockfiles import NotASocket, remove_socket_file
+
 log = logging.getLogger(__name__)
 
 
 def remove_leftover_socket(path: str, device_id: str) -> bool:
     """Unlink ``path`` if it is a unix socket; True when something was removed."""
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
+        removed = remove_socket_file(path, refuse_other=True)
+    except NotASocket:
+        log.warning("not removing a file that is not a socket device_id=%s path=%s",
+                    device_id, path)
         return False
     except OSError as exc:
-        log.warning("cannot inspect socket file device_id=%s path=%s: %s", device_id, path, exc)
+        log.warning("cannot remove socket file device_id=%s path=%s: %s", device_id, path, exc)
         return False
-    if not stat.S_ISSOCK(st.st_mode):
-        log.warning(
-            "not removing a file that is not a socket device_id=%s path=%s mode=%o",
-            device_id,
-            path,
-            st.st_mode,
-        )
-        return False
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    log.info("removed socket file VPP left behind device_id=%s path=%s", device_id, path)
-    return True
+    if removed:
+        log.info("removed socket file VPP left behind device_id=%s path=%s", device_id, path)
+    return removed
 
 
 def restrict_socket(path: str, device_id: str) -> None:
