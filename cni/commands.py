@@ -33,6 +33,7 @@ from cni.errors import CniError
 from cni.lookups import (
     check_netns,
     device_id_of,
+    device_of_pod,
     find_port,
     find_slot,
     is_ip_mode,
@@ -41,7 +42,6 @@ from cni.lookups import (
     owner_matches,
     pod_identity,
     port_spec,
-    required_device_id,
     vswitch_address,
     vswitch_error,
     vswitch_for,
@@ -71,14 +71,16 @@ def add(req: CniRequest, ctx: Context) -> str:
     conf = parse_netconf(req.stdin, "ADD")
     namespace, name = pod_identity(req)
     check_netns(req.netns)
-    device_id = required_device_id(conf)
+    device_id = device_id_of(conf) or device_of_pod(ctx, req, conf, namespace, name)
     slot = find_slot(ctx, conf, device_id)
+    # Ownership before anything about the slot's state: another pod's device is refused
+    # as not this pod's, whether or not its slot was prepared.
+    ctx.pod_resources.check_allocated(namespace, name, slot.resource, device_id)
     backend = vswitch_for(ctx, slot)
     mac = _mac(conf, req, device_id)
     devinfo = devinfo_file(conf.device_info_file, ctx.devinfo_root) \
         if conf.device_info_file else None
     _check_ipam(ctx, req, conf, slot)
-    ctx.pod_resources.check_allocated(namespace, name, slot.resource, device_id)
     record = AttachmentRecord(
         device_id=device_id, network=conf.name, container_id=req.container_id,
         ifname=req.ifname, pod_namespace=namespace, pod_name=name, netns=req.netns,

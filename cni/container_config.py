@@ -153,7 +153,12 @@ def remove_file(path: Path | None) -> None:
 
 
 def devinfo_file(requested: str, root: Path = DEVINFO_ROOT) -> Path:
-    """The CNIDeviceInfoFile path, refused unless it is a .json file in ``<root>/cni``."""
+    """The CNIDeviceInfoFile path, refused unless it names a file in ``<root>/cni``.
+
+    Any plain file name is taken: Multus names the file ``<namespace>-<network>-<container
+    ID>_<ifname>`` with no extension (network-attachment-definition-client's
+    GetCNIDeviceInfoPath). Refused: a path outside the directory, ``..``, a NUL, and a
+    name starting with ``.`` (numanet's own temporary files while it writes one)."""
     path = Path(requested)
     allowed = Path(root) / CNI_DEVINFO_SUBDIR
     # Length and NUL first: realpath() raises on a NUL, and need not resolve a huge path.
@@ -162,9 +167,11 @@ def devinfo_file(requested: str, root: Path = DEVINFO_ROOT) -> Path:
     real_parent = Path(os.path.realpath(path.parent)) if plain and path.is_absolute() else None
     inside = real_parent is not None and (real_parent == real_root
                                           or real_root in real_parent.parents)
-    if not inside or ".." in path.parts or not path.name.endswith(".json"):
+    name = path.name
+    bad_name = not name or name.startswith(".") or len(name.encode()) > 255
+    if not inside or ".." in path.parts or bad_name:
         raise CniError(errors.INVALID_NETWORK_CONFIG,
-                       f"runtimeConfig.CNIDeviceInfoFile {requested[:120]!r} is not a .json file "
+                       f"runtimeConfig.CNIDeviceInfoFile {requested[:120]!r} is not a file "
                        f"under {allowed}",
                        "Multus names a file in its device-info directory; numanet writes nowhere "
                        "else")

@@ -24,6 +24,9 @@ class PodResources(Protocol):
     def held_devices(self) -> set[tuple[str, str]]:
         """(resource, device ID) of every device the kubelet lists for any pod."""
 
+    def pod_devices(self, namespace: str, name: str) -> dict[str, set[str]] | None:
+        """resource -> device IDs the kubelet gave the pod; None when it knows no such pod."""
+
 
 class Allocations(Protocol):
     """The device plugin's note of allocated devices (``deviceplugin.state.AllocationStore``)."""

@@ -68,17 +68,62 @@ def check_netns(path: str) -> None:
         raise not_netns
 
 
-def required_device_id(conf: NetConf) -> str:
-    """The config's device ID, checked; ADD cannot do without one."""
-    device_id = device_id_of(conf)
-    if device_id is None:
+def device_of_pod(ctx: Context, req: CniRequest, conf: NetConf, namespace: str,
+                  name: str) -> str:
+    """The device of a network config that names none, asked of the kubelet.
+
+    A runtime calling numanet itself, not through Multus (containerd with several
+    networks in its CNI directory, CRI-O's default network), passes no deviceID: the
+    pod's device is then the one device of the network's resource that the kubelet gave
+    the pod and no other attachment holds. The kubelet is the source, so the device is
+    the pod's own by construction (ADD still checks it as for any other). Anything but
+    one such device is refused: the network must name the pool, and a pod with two
+    devices of it must have them named (Multus passes deviceID)."""
+    if conf.resource_name is not None:
+        resource = conf.resource_name
+    elif conf.pool is not None:
+        pool_resource = ctx.slots.pool_resource(conf.pool)
+        if pool_resource is None:
+            raise CniError(errors.INVALID_NETWORK_CONFIG,
+                           f"pool {conf.pool} is not configured in the numanet agent",
+                           "name a pool from the agent's config.yaml")
+        resource = pool_resource
+    else:
         raise CniError(errors.INVALID_NETWORK_CONFIG,
-                       "no deviceID in the network configuration",
+                       "no deviceID in the network configuration, and no pool or "
+                       "resourceName to ask the kubelet for the pod's device",
                        "the pod must request the numanet resource and the "
                        "NetworkAttachmentDefinition must carry the "
                        "k8s.v1.cni.cncf.io/resourceName annotation, so that Multus passes "
-                       "the allocated deviceID")
-    return device_id
+                       "the allocated deviceID; a runtime calling numanet itself needs "
+                       "\"pool\" or \"resourceName\" in the network config")
+    held = (ctx.pod_resources.pod_devices(namespace, name) or {}).get(resource, set())
+    free = []
+    for device_id in sorted(held):
+        # Checked before it names a record file, though the kubelet said it.
+        try:
+            naming.validate_device_id(device_id)
+        except naming.InvalidName:
+            raise CniError(errors.UNKNOWN_DEVICE,
+                           f"the kubelet lists device {device_id[:80]!r} of {resource} for pod "
+                           f"{namespace}/{name}, which is no numanet device ID",
+                           "numanet advertises <pool>-n<numa>-<index> or PCI addresses only"
+                           ) from None
+        record = ctx.records.get(device_id)
+        if record is None or record.same_attachment(req.container_id, req.ifname):
+            free.append(device_id)
+    if len(free) == 1:
+        return free[0]
+    if not free:
+        raise CniError(errors.DEVICE_NOT_ALLOCATED,
+                       f"the network config names no deviceID and the kubelet gave pod "
+                       f"{namespace}/{name} no free device of {resource}"
+                       + (f" (it holds {', '.join(sorted(held))}, all attached)" if held else ""),
+                       f"request {resource} in the pod's containers, one per network")
+    raise CniError(errors.INVALID_NETWORK_CONFIG,
+                   f"the network config names no deviceID and pod {namespace}/{name} holds "
+                   f"{len(free)} devices of {resource} not attached: {', '.join(free)}",
+                   "name the device in the network config (Multus passes deviceID)")
 
 
 def device_id_of(conf: NetConf) -> str | None:

@@ -129,7 +129,10 @@ def parse_cni_args(raw: str) -> CniArgs:
 
     As the reference plugins' ``types.LoadArgs``: a key given again takes its last value
     (Multus appends the runtime's CNI_ARGS to its own, so every key comes twice), and
-    unknown keys pass when ``IgnoreUnknown`` is set."""
+    unknown keys pass when ``IgnoreUnknown`` is set. A key with an empty value is taken
+    as not given: Multus always writes its five keys, and leaves a value empty when it
+    has none (``K8S_POD_UID=`` for a runtime that sends no UID, and in thick mode's
+    delegate API ``K8S_POD_INFRA_CONTAINER_ID=``); what is given is still checked."""
     if len(raw) > _MAX_ARGS:
         raise _invalid(f"CNI_ARGS is {len(raw)} characters long",
                        f"keep it under {_MAX_ARGS} characters")
@@ -143,7 +146,7 @@ def parse_cni_args(raw: str) -> CniArgs:
 
     def check(key: str, pattern: re.Pattern[str], rule: str, max_len: int) -> str | None:
         value = values.get(key)
-        if value is None:
+        if not value:
             return None
         if len(value) > max_len or not pattern.fullmatch(value):
             raise _invalid(f"CNI_ARGS {key}={value[:80]!r} is not valid", f"{key} must be {rule}")
@@ -154,13 +157,13 @@ def parse_cni_args(raw: str) -> CniArgs:
         raise _invalid(f"CNI_ARGS IgnoreUnknown={ignore!r} is not valid",
                        "IgnoreUnknown must be 1, 0, true or false")
     ips: tuple[str, ...] = ()
-    if "IP" in values:
+    if values.get("IP"):
         try:
             ips = tuple(str(ipaddress.ip_address(v)) for v in values["IP"].split(","))
         except ValueError:
             raise _invalid(f"CNI_ARGS IP={values['IP'][:80]!r} is not valid",
                            "IP must be a comma-separated list of IP addresses") from None
-    infra = values.get("K8S_POD_INFRA_CONTAINER_ID")
+    infra = values.get("K8S_POD_INFRA_CONTAINER_ID") or None
     if infra is not None:
         validate_container_id(infra, "CNI_ARGS K8S_POD_INFRA_CONTAINER_ID")
     known = {"IgnoreUnknown", "K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_UID",

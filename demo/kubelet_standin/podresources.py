@@ -8,19 +8,24 @@ one of those. Devices are reported per container, as the kubelet does.
 
 It is fed with ``PodAllocation`` records: either a fixed iterable (replace it with
 ``set_allocations``) or a callable read on every request, so the device-plugin
-stand-in can hand over what its Allocate calls recorded.
+stand-in can hand over what its Allocate calls recorded. ``set_response`` serves a
+whole ``List`` answer instead, as a given kubelet wrote it (every pod of the node, each
+container with its devices, ``cpu_ids``, ``memory`` and ``dynamic_resources``);
+``list_response`` reads one from its JSON form (proto field names).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import grpc
+from google.protobuf import json_format
 
 from protos.podresources.v1 import api_pb2, api_pb2_grpc
 
@@ -47,6 +52,12 @@ class AllocatableDevices:
 AllocationSource = Iterable[PodAllocation] | Callable[[], Iterable[PodAllocation]]
 
 
+def list_response(doc: Mapping[str, object]) -> api_pb2.ListPodResourcesResponse:
+    """A ``ListPodResourcesResponse`` from its JSON form; unknown fields are an error, so a
+    document that names a field this proto lacks fails here rather than vanishing."""
+    return json_format.ParseDict(dict(doc), api_pb2.ListPodResourcesResponse())
+
+
 def _topology(nodes: tuple[int, ...]) -> api_pb2.TopologyInfo | None:
     if not nodes:
         return None
@@ -58,9 +69,11 @@ class _Servicer(api_pb2_grpc.PodResourcesListerServicer):
         self._owner = owner
 
     def List(self, request, context):  # noqa: N802 (gRPC method name)
+        self._owner.calls["List"] += 1
         return api_pb2.ListPodResourcesResponse(pod_resources=self._owner.pods())
 
     def Get(self, request, context):  # noqa: N802
+        self._owner.calls["Get"] += 1
         mode = self._owner.get_mode
         if mode == "unimplemented":
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
@@ -88,10 +101,16 @@ class PodResourcesStandIn:
         self.socket = Path(socket)
         self.get_mode: GetMode = get_mode
         self.requests = 0
+        self.calls: Counter[str] = Counter()  # RPC name -> calls answered
         self._source: AllocationSource = (allocations if callable(allocations)
                                           else tuple(allocations))
         self._allocatable = tuple(allocatable)
+        self._response: api_pb2.ListPodResourcesResponse | None = None
         self._server: grpc.Server | None = None
+
+    def set_response(self, response: api_pb2.ListPodResourcesResponse | None) -> None:
+        """Answer List (and Get) with these pods as they are; None: from the allocations."""
+        self._response = response
 
     def set_allocations(self, allocations: AllocationSource) -> None:
         self._source = allocations if callable(allocations) else tuple(allocations)
@@ -106,6 +125,9 @@ class PodResourcesStandIn:
     def pods(self) -> list[api_pb2.PodResources]:
         """Allocations grouped as the kubelet reports them: pod -> container -> devices."""
         self.requests += 1
+        if self._response is not None:
+            return [api_pb2.PodResources.FromString(pod.SerializeToString())
+                    for pod in self._response.pod_resources]
         pods: dict[tuple[str, str], dict[str, list[PodAllocation]]] = {}
         for alloc in self.allocations():
             pods.setdefault((alloc.namespace, alloc.pod), {}).setdefault(

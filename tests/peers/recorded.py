@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.cni_shim import CniCall, run_shim
+from helpers.cni_shim import CNI_BIN, CniCall, run_shim
 
 HERE = Path(__file__).parent
 
@@ -25,6 +25,7 @@ class Recording:
     source: str  # what the recording says it is ("what")
     env: dict[str, str]
     stdin: bytes
+    origin: str = ""  # the code it was written from ("source"), for calls written from code
 
     @property
     def config(self) -> dict[str, Any]:
@@ -43,13 +44,14 @@ class Recording:
         return run_shim(env, stdin)
 
     def with_env(self, **changes: str) -> Recording:
-        return Recording(self.source, {**self.env, **changes}, self.stdin)
+        return Recording(self.source, {**self.env, **changes}, self.stdin, self.origin)
 
     def with_config(self, **changes: Any) -> Recording:
         """The same call with some config fields changed (keys stay in recorded order)."""
         doc = self.config
         doc.update(changes)
-        return Recording(self.source, self.env, json.dumps(doc, separators=(",", ":")).encode())
+        return Recording(self.source, self.env, json.dumps(doc, separators=(",", ":")).encode(),
+                         self.origin)
 
 
 def _mapped(value: str, paths: dict[str, str]) -> str:
@@ -64,9 +66,34 @@ def load(peer: str, name: str) -> Recording:
     doc = json.loads((HERE / peer / f"{name}.json").read_text())
     stdin = doc["stdin_bytes"].encode()
     assert json.loads(stdin) == doc["stdin"], f"{peer}/{name}: stdin and stdin_bytes differ"
-    return Recording(doc["what"], dict(doc["env"]), stdin)
+    return Recording(doc["what"], dict(doc["env"]), stdin, doc.get("source", ""))
 
 
 def document(peer: str, name: str) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads((HERE / peer / f"{name}.json").read_text())
     return doc
+
+
+# The usual paths a recording names, and where a test's node keeps them.
+RECORDED_BIN = "/opt/cni/bin"
+RECORDED_IPAM = "/var/lib/cni/networks"
+RECORDED_CNI_DEVINFO = "/var/run/k8s.cni.cncf.io/devinfo/cni"
+
+
+def node_paths(node: Any, netns: dict[str, str]) -> dict[str, str]:
+    """Recorded path -> the test's: ``netns`` (recorded namespace path -> a real one), the
+    plugin directory, host-local's data directory and Multus' CNI device-info directory of
+    ``node`` (a helpers.ovs_node.OvsNode)."""
+    return {**netns, RECORDED_BIN: CNI_BIN, RECORDED_IPAM: str(node.ipam_dir),
+            RECORDED_CNI_DEVINFO: str(node.cni_devinfo_dir)}
+
+
+def mapped(value: Any, paths: dict[str, str]) -> Any:
+    """A recorded JSON value with ``paths`` mapped in every string (recorded -> test)."""
+    return json.loads(_mapped(json.dumps(value), paths))
+
+
+def cni_args(call: Recording) -> list[tuple[str, str]]:
+    """CNI_ARGS as (key, value) pairs in the order the caller wrote them."""
+    return [tuple(pair.split("=", 1)) for pair in call.env["CNI_ARGS"].split(";")
+            if pair]  # type: ignore[misc]
