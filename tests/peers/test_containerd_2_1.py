@@ -26,9 +26,9 @@ from helpers.ovs_node import OvsNode, ok, prepared_port, running_node
 from peers.recorded import Recording, cni_args, load, mapped, node_paths
 
 from cni import errors
+from demo.private_ovs import PrivateOvs
 from deviceplugin import naming
 from vswitch.api import TAG_CONTAINER_ID, TAG_POD_NAME, TAG_PREPARED
-from vswitch.ovs.private import PrivateOvs
 
 __all__ = ["private_ovs"]
 pytestmark = pytest.mark.ovs

@@ -23,9 +23,9 @@ from helpers.ovs import private_ovs
 from helpers.ovs_node import OvsNode, ok, prepared_port, running_node
 from peers.recorded import Recording, cni_args, load, mapped, node_paths
 
+from demo.private_ovs import PrivateOvs
 from deviceplugin import naming
 from vswitch.api import TAG_POD_NAME
-from vswitch.ovs.private import PrivateOvs
 
 __all__ = ["private_ovs"]
 pytestmark = pytest.mark.ovs

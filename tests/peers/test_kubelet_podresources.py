@@ -28,9 +28,9 @@ from helpers.ovs_node import OvsNode, ok, prepared_port, running_node
 from peers.recorded import Recording, document, load, node_paths
 
 from cni import errors
+from demo.kubelet_standin.podresources import list_response
+from demo.private_ovs import PrivateOvs
 from deviceplugin import naming
-from deviceplugin.kubelet_standin.podresources import list_response
-from vswitch.ovs.private import PrivateOvs
 
 __all__ = ["private_ovs"]
 pytestmark = pytest.mark.ovs

@@ -27,9 +27,9 @@ from helpers.ovs_node import OvsNode, ok, prepared_port, running_node
 from peers.recorded import Recording, document, load, mapped, node_paths
 
 from cni.mac import stable_mac
+from demo.private_ovs import PrivateOvs
 from deviceplugin import naming
 from vswitch.api import TAG_CONTAINER_ID, TAG_POD_NAME
-from vswitch.ovs.private import PrivateOvs
 
 __all__ = ["private_ovs"]
 pytestmark = pytest.mark.ovs

@@ -35,9 +35,9 @@ from peers.recorded import (
     node_paths,
 )
 
+from demo.private_ovs import PrivateOvs
 from deviceplugin import naming
 from vswitch.api import TAG_CONTAINER_ID, TAG_POD_NAME, TAG_PREPARED
-from vswitch.ovs.private import PrivateOvs
 
 __all__ = ["private_ovs"]
 pytestmark = pytest.mark.ovs
