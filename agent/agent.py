@@ -33,6 +33,10 @@ from agent.config_file import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from agent.status_file import StatusWriter, build_status, pool_usage, status_path
 from agent.topology_scan import DEFAULT_NIC_INTERVAL, TopologyScanner
 from agent.vswitches import Factory, VSwitchMonitor, default_factory
+from cni.prepare import prepare_ports
+from cni.reconcile import PERIODIC_MIN_AGE, release_unheld
+from cni.replay import adopt, replay
+from cni.service import start_agent_service
 from deviceplugin import naming
 from deviceplugin.allocate import Allocator, AllocatorSettings
 from deviceplugin.config import MAX_NUMA_ID, Config
@@ -185,8 +189,6 @@ class Agent:
         if service is None or now < self._next_reconcile:
             return
         self._next_reconcile = now + self.options.reconcile_interval
-        from cni.reconcile import PERIODIC_MIN_AGE, release_unheld
-
         try:
             service.context.background.submit(release_unheld, service.context,
                                               PERIODIC_MIN_AGE, confirmed=True)
@@ -206,17 +208,13 @@ class Agent:
     #   naming.cni_socket(run_dir), options.pod_resources, options.devinfo_dir.parent
     # Started once the device plugins are registered; stopped before them.
     #
-    # Ports after restarts (one owner each, see deviceplugin/vswitches.py and cni/replay.py):
+    # Ports after restarts (one owner each, see agent/vswitches.py and cni/replay.py):
     # the first time each vSwitch backend is healthy the CNI records are adopted (ports the
     # vSwitch kept are taken over, lost ones plugged again, those no pod holds removed);
     # after a VPP restart the VPP backend replays its own slots and the agent does nothing;
     # after an OVS outage the records are plugged again (a no-op while OVS kept them).
 
     def _start_cni_service(self) -> None:
-        from cni.prepare import prepare_ports
-        from cni.replay import adopt, replay
-        from cni.service import start_agent_service
-
         service = start_agent_service(
             slots=self.manager, vswitches=self.vswitch_monitor.backends,
             run_dir=self.options.run_dir, pod_resources_socket=self.options.pod_resources,

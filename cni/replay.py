@@ -1,28 +1,18 @@
-"""Putting the attachments the CNI recorded back on a vSwitch.
+"""Putting the attachments the CNI recorded back on a vSwitch (the agent decides when).
 
-Who replays what, decided once (deviceplugin/vswitches.py calls these):
+- ``adopt(ctx, vswitch)``: once per backend object, when it is first healthy (after an
+  agent restart the backend remembers nothing). Each recorded attachment still held by a
+  pod is plugged again, which takes over the port the vSwitch kept or makes the one it
+  lost; one held by no pod (the kubelet lists it for none *and* its netns is gone) is torn
+  down with its lease, files, record and allocation. When the kubelet cannot be asked,
+  nothing is torn down: the runtime's DEL or GC comes later. The pass holds the locks of
+  every recorded device, and first removes ports prepared for devices no longer allocated.
+- ``replay(ctx, vswitch)``: after an outage of a vSwitch that does not put its ports back
+  itself (OVS keeps them, so the plug is normally a no-op). After a VPP restart the VPP
+  backend replays its own slots, so nothing here runs and each port is put back once.
 
-- ``adopt(ctx, vswitch)`` runs once per backend object, when it is first healthy: after
-  an agent restart (or a backend replaced by a config change) the backend remembers
-  nothing. Each recorded attachment on that vSwitch is then either
-    * still held: plugged again, which adopts the port the vSwitch kept (VPP keeps its
-      interfaces over an agent restart; ``plug`` of a device ID is idempotent) or creates
-      the one it lost, and makes the backend remember it for its own replays; or
-    * held by no pod any more (the kubelet lists the device for no pod *and* the
-      attachment's network namespace is gone): torn down, port, IPAM lease, container
-      files and record, and the device plugin's allocation released. When the kubelet
-      cannot be asked nothing is torn down: the runtime's DEL or GC comes later.
-  It holds the locks of every recorded device for the whole pass, so no CNI call on
-  those devices runs half way through it. Ports prepared at Allocate for devices the
-  device plugin no longer holds allocated are removed first (cni/prepare.py).
-- ``replay(ctx, vswitch)`` runs after an outage of a vSwitch that does not put its ports
-  back itself (OVS keeps them in its database, so the plug is normally a no-op).
-- After a VPP restart nothing here runs: the VPP backend remembers every slot it plugged
-  and replays them itself (vswitch/vpp/backend.py), so each port is put back once.
-
-``adopt`` and ``replay`` plug with what the ADD recorded (MAC, the vSwitch-side address of
-an ip-mode memif) and rewrite a memif's numanet.json when the queue count the vSwitch
-reports for the port changed.
+Both plug with what the ADD recorded (MAC, an ip-mode memif's vSwitch-side address) and
+rewrite a memif's numanet.json when the vSwitch reports another queue count.
 """
 
 from __future__ import annotations
