@@ -1,20 +1,42 @@
-"""The agent's configuration file: one YAML document, read and validated into the
-records of ``deviceplugin.config``.
+"""The agent's configuration file: one YAML document, validated by pydantic models and
+turned into the records of ``deviceplugin.config``.
 
 Every error names the key path (``pools[1].slotsPerNode``), what was wrong and what to
 write instead, so a bad ConfigMap stops the agent with one line a person can act on.
 Unknown keys are errors (a typo must not silently fall back to a default).
+
+The models are strict (no "3" for 3, no true for 1) and each value type carries its
+"must be ..." text (``_must``), so a pydantic error becomes one ConfigError line; the
+models stay here, and the device plugin keeps its plain dataclass records. Of several
+mistakes the first is reported: a mapping's unknown keys, then a pool's keys against its
+name and kind, then the values in the order of the allowed keys, then checks across keys.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 import yaml
+from pydantic import (
+    MISSING,
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from deviceplugin import naming
 from deviceplugin.config import (
@@ -35,6 +57,7 @@ from deviceplugin.config import (
 from numa.pagesize import page_size_kb
 
 DEFAULT_CONFIG_PATH = Path("/etc/numanet/config.yaml")
+_T = TypeVar("_T")
 _HEX4 = re.compile(r"^[0-9a-f]{4}$")
 # Pool keys that only some kinds take, in the order they are checked.
 _KEY_KINDS: dict[str, tuple[str, ...]] = {
@@ -42,6 +65,9 @@ _KEY_KINDS: dict[str, tuple[str, ...]] = {
     "ringSize": SOCKET_KINDS, "bufferSize": SOCKET_KINDS, "mode": ("vhost-user",),
     "role": ("memif",), "memifMode": ("memif",), "selectors": ("dpdk-nic",),
 }
+# What to write when a required key is missing.
+_REQUIRED = {"name": "every pool needs a name (a DNS label such as vhostuser-ovs)",
+            "kind": f"set it to one of {', '.join(POOL_KINDS)}"}
 
 
 class ConfigError(ValueError):
@@ -52,7 +78,6 @@ class ConfigError(ValueError):
         self.source = source
         where = f"{key}: " if key else ""
         super().__init__(f"{source}: {where}{message}")
-
 
 
 def load_config(path: str | Path) -> Config:
@@ -86,7 +111,11 @@ def parse_config_text(text: str, source: str = "config") -> Config:
 
 def parse_config(mapping: Any, source: str = "config") -> Config:
     """Validate an already-parsed document (a dict from YAML or JSON)."""
-    return _Parser(source).config(mapping)
+    try:
+        model = _Config.model_validate(mapping)
+    except ValidationError as exc:
+        raise _config_error(exc.errors()[0], source) from None
+    return model.record()
 
 
 # --- internals --------------------------------------------------------------------------
@@ -118,254 +147,276 @@ def _show(value: Any) -> str:
         return repr(value)
 
 
-class _Parser:
-    def __init__(self, source: str) -> None:
-        self.source = source
+def _refuse(message: str, *at: str | int) -> PydanticCustomError:
+    """An error with our message, at the validated value or at ``at`` below it."""
+    return PydanticCustomError("numanet", "{message}", {"message": message, "at": at})
 
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(key, message, self.source)
 
-    def mapping(self, value: Any, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            what = "must be" if key else "the top level must be"
-            raise self.error(key, f"{what} a mapping of keys to values, got {_show(value)}")
-        for k in value:
-            if not isinstance(k, str) or k not in allowed:
-                path = f"{key}.{k}" if key else str(k)
-                raise self.error(path, f"unknown key: the keys allowed here are "
-                                 f"{', '.join(allowed)} (check the spelling and case)")
-        return value
+def _config_error(error: ErrorDetails, source: str) -> ConfigError:
+    ctx = error.get("ctx", {})
+    loc = (*error["loc"], *ctx.get("at", ()))
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).removeprefix(".")
+    if error["type"] == "missing":
+        message = f"is missing: {_REQUIRED[str(loc[-1])]}"
+    else:
+        message = ctx.get("message", error["msg"])
+        message = message if loc else f"the top level {message}"
+    return ConfigError(key, message, source)
 
-    def string(self, value: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
-        if choices is not None and value not in choices:
-            raise self.error(key, f"must be one of {', '.join(choices)}, got {_show(value)}")
-        if not isinstance(value, str) or not value:
-            raise self.error(key, f"must be a non-empty string, got {_show(value)}")
-        return value
 
-    def integer(self, value: Any, key: str, low: int, high: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self.error(key, f"must be an integer between {low} and {high}, "
-                             f"got {_show(value)}")
-        return value
+def _must(what: str, ok: Callable[[Any], bool] | None = None) -> WrapValidator:
+    """Report a value its type refuses (pydantic's own errors at this level, not those of
+    its items or our own), or one ``ok`` refuses, as "must be <what>, got <value>"."""
 
-    def string_list(self, value: Any, key: str) -> tuple[str, ...]:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            raise self.error(key, f"must be a list of strings such as [\"a\", \"b\"], "
-                             f"got {_show(value)}")
-        out = []
-        for i, item in enumerate(value):
-            # YAML reads an unquoted 8086 as an integer; the user meant the hex ID.
-            if isinstance(item, int) and not isinstance(item, bool):
-                item = str(item)
-            out.append(self.string(item, f"{key}[{i}]"))
-        return tuple(out)
-
-    # --- sections ---
-
-    def config(self, document: Any) -> Config:
-        top = self.mapping(document, "", ("resourcePrefix", "hugepages", "vswitches", "pools"))
-        prefix = self.prefix(top.get("resourcePrefix", naming.DEFAULT_PREFIX))
-        hugepages = self.hugepages(top.get("hugepages", {}))
-        ovs, vpp = self.vswitches(top.get("vswitches", {}))
-        pools = self.pools(top["pools"]) if "pools" in top else default_pools()
-        return Config(resource_prefix=prefix, hugepages=hugepages, ovs=ovs, vpp=vpp, pools=pools)
-
-    def prefix(self, value: Any) -> str:
-        key = "resourcePrefix"
-        value = self.string(value, key)
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         try:
-            naming.validate_prefix(value)
-        except naming.InvalidName:
-            raise self.error(key, f"must be a DNS subdomain such as numanet.io, got "
-                             f"{_show(value)}") from None
-        if value == "kubernetes.io" or value.endswith(".kubernetes.io"):
-            raise self.error(key, "the kubernetes.io domain is reserved for Kubernetes' own "
-                             "resources: use your own domain such as numanet.io")
-        return value
+            value = handler(value)
+        except ValidationError as exc:
+            if any(e["loc"] or e["type"] == "numanet" for e in exc.errors()):
+                raise
+        else:
+            if ok is None or ok(value):
+                return value
+        raise _refuse(f"must be {what}, got {_show(value)}")
 
-    def hugepages(self, value: Any) -> HugepagesConfig:
-        section = self.mapping(value if value is not None else {}, "hugepages",
-                               ("pageSize", "path", "required"))
-        page_size = self.string(section.get("pageSize", "2Mi"), "hugepages.pageSize")
+    return WrapValidator(validate)
+
+
+def _between(low: int, high: int) -> WrapValidator:
+    return _must(f"an integer between {low} and {high}", lambda n: low <= n <= high)
+
+
+def _pci_id(example: str) -> AfterValidator:
+    def normal(value: str) -> str:
+        normal = value.lower().removeprefix("0x")
+        if not _HEX4.fullmatch(normal):
+            raise _refuse(f"must be a 4-digit hex PCI ID such as \"{example}\" (quote it in "
+                          f"YAML), got {_show(value)}")
+        return normal
+
+    return AfterValidator(normal)
+
+
+def _or_none(value: _T | MISSING) -> _T | None:
+    return None if value is MISSING else value
+
+
+_Str = Annotated[str, Field(min_length=1), _must("a non-empty string")]
+# YAML reads an unquoted 8086 as an integer; the user meant the hex ID.
+_Item = Annotated[_Str, BeforeValidator(lambda value: str(value) if type(value) is int else value)]
+# A list of _T; null or absent is an empty list.
+_List = Annotated[list[_T] | None, _must("a list of strings such as [\"a\", \"b\"]")]
+_Bool = Annotated[bool, _must("true or false")]
+_Vswitch = Annotated[Literal["ovs", "vpp"], _must(f"one of {', '.join(VSWITCHES)}")]
+_RingSize = Annotated[int, _between(2, 32768),
+                      _must("a power of two such as 1024", lambda n: not n & (n - 1))]
+_NUMA_IDS = TypeAdapter(
+    Annotated[list[Annotated[int, _between(0, MAX_NUMA_ID)]], Field(min_length=1),
+              _must("auto or a non-empty list of NUMA node IDs such as [0, 1]")],
+    config=ConfigDict(strict=True))
+# A section left empty (``hugepages:``) takes its defaults; vswitches.ovs and .vpp also
+# take them for any false value, as the hand-written parser did.
+_NULL_IS_EMPTY = BeforeValidator(lambda value: {} if value is None else value)
+_FALSY_IS_EMPTY = BeforeValidator(lambda value: value or {})
+
+
+class _Section(BaseModel):
+    """A mapping of the file: strict values, camelCase keys, no unknown key (refused by
+    ``_keys`` with the allowed keys listed; ``extra="forbid"`` stays as the backstop)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, alias_generator=to_camel)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any) -> Any:
+        # Before the values, in the order a person reads: a mapping, of known keys.
+        if not isinstance(data, Mapping):
+            raise _refuse(f"must be a mapping of keys to values, got {_show(data)}")
+        allowed = [str(field.alias) for field in cls.model_fields.values()]
+        for key in data:
+            if key not in allowed:
+                raise _refuse(f"unknown key: the keys allowed here are {', '.join(allowed)} "
+                              "(check the spelling and case)", str(key))
+        cls._given(data)
+        return dict(data)
+
+    @classmethod
+    def _given(cls, data: Mapping[str, Any]) -> None:
+        """Check which keys are given together, before their values."""
+
+
+class _Hugepages(_Section):
+    page_size: _Str = "2Mi"
+    path: Annotated[_Str, _must("an absolute path such as /dev/hugepages",
+                                lambda path: path.startswith("/"))] = "/dev/hugepages"
+    required: _Bool = True
+
+    @field_validator("page_size")
+    @classmethod
+    def _page_size(cls, value: str) -> str:
         try:
-            page_size_kb(page_size)
+            page_size_kb(value)
         except ValueError as exc:
-            raise self.error("hugepages.pageSize", f"must be a hugepage size such as 2Mi or "
-                             f"1Gi, got {_show(page_size)} ({exc})") from None
-        path = self.string(section.get("path", "/dev/hugepages"), "hugepages.path")
-        if not path.startswith("/"):
-            raise self.error("hugepages.path", f"must be an absolute path such as "
-                             f"/dev/hugepages, got {_show(path)}")
-        required = section.get("required", True)
-        if not isinstance(required, bool):
-            raise self.error("hugepages.required", f"must be true or false, got "
-                             f"{_show(required)}")
-        return HugepagesConfig(page_size=page_size, path=Path(path), required=required)
+            raise _refuse(f"must be a hugepage size such as 2Mi or 1Gi, got {_show(value)} "
+                          f"({exc})") from None
+        return value
 
-    def vswitches(self, value: Any) -> tuple[OvsConfig, VppConfig]:
-        section = self.mapping(value if value is not None else {}, "vswitches", VSWITCHES)
-        ovs_section = self.mapping(section.get("ovs") or {}, "vswitches.ovs",
-                                   ("db", "bridge", "prepareAtAllocate"))
-        prepare = ovs_section.get("prepareAtAllocate", OvsConfig.prepare_at_allocate)
-        if not isinstance(prepare, bool):
-            raise self.error("vswitches.ovs.prepareAtAllocate",
-                             f"must be true or false, got {_show(prepare)}")
-        ovs = OvsConfig(
-            db=self.string(ovs_section.get("db", OvsConfig.db), "vswitches.ovs.db"),
-            bridge=self.string(ovs_section.get("bridge", OvsConfig.bridge),
-                               "vswitches.ovs.bridge"),
-            prepare_at_allocate=prepare,
-        )
-        if not re.match(r"^(unix|tcp|ssl):", ovs.db):
-            raise self.error("vswitches.ovs.db", f"must be an OVSDB connection such as "
-                             f"unix:/run/openvswitch/db.sock, got {_show(ovs.db)}")
-        vpp_section = self.mapping(section.get("vpp") or {}, "vswitches.vpp",
-                                   ("apiSocket", "apiDir"))
-        api_dir = vpp_section.get("apiDir")
-        vpp = VppConfig(
-            api_socket=self.string(vpp_section.get("apiSocket", VppConfig.api_socket),
-                                   "vswitches.vpp.apiSocket"),
-            api_dir=self.string(api_dir, "vswitches.vpp.apiDir") if api_dir is not None else None,
-        )
-        return ovs, vpp
 
-    def pools(self, value: Any) -> tuple[PoolConfig, ...]:
-        if not isinstance(value, list):
-            raise self.error("pools", f"must be a list of pools (each starting with '- name:'), "
-                             f"got {_show(value)}")
-        if not value:
-            raise self.error("pools", "is empty: add at least one pool, or remove the key to "
-                             "get the default pools")
-        pools: list[PoolConfig] = []
+class _Ovs(_Section):
+    db: Annotated[_Str, _must("an OVSDB connection such as unix:/run/openvswitch/db.sock",
+                              re.compile(r"^(unix|tcp|ssl):").match)] = OvsConfig.db
+    bridge: _Str = OvsConfig.bridge
+    prepare_at_allocate: _Bool = OvsConfig.prepare_at_allocate
+
+
+class _Vpp(_Section):
+    api_socket: _Str = VppConfig.api_socket
+    api_dir: _Str | None = None
+
+
+class _Vswitches(_Section):
+    ovs: Annotated[_Ovs, _FALSY_IS_EMPTY] = Field(default_factory=_Ovs)
+    vpp: Annotated[_Vpp, _FALSY_IS_EMPTY] = Field(default_factory=_Vpp)
+
+
+class _Selectors(_Section):
+    vendors: _List[Annotated[_Item, _pci_id("8086")]] = None
+    devices: _List[Annotated[_Item, _pci_id("1889")]] = None
+    drivers: _List[_Item] = None
+    pf_names: _List[_Item] = None
+    pci_addresses: _List[Annotated[_Item, AfterValidator(str.lower), _must(
+        "a full PCI address such as 0000:3b:00.1", naming.is_pci_address)]] = None
+
+    @model_validator(mode="after")
+    def _some(self) -> Self:
+        if not any(dict(self).values()):
+            raise _refuse("are all empty, which would claim every NIC of the node: list "
+                          "vendors, devices, drivers, pfNames or pciAddresses")
+        return self
+
+    def record(self) -> NicSelectors:
+        return NicSelectors(**{name: tuple(value or ()) for name, value in dict(self).items()})
+
+
+class _Pool(_Section):
+    # MISSING: the key is not given (an explicit null is refused by the type); _given makes
+    # sure a pool of each kind has its required keys.
+    name: Annotated[str, _must("a DNS label (lower-case letters, digits and '-', starting and "
+                               "ending with a letter or digit)", naming.is_dns_label)]
+    kind: Annotated[PoolKind, _must(f"one of {', '.join(POOL_KINDS)}")]
+    vswitch: _Vswitch | MISSING = MISSING
+    mode: Annotated[Literal["server", "client"], _must("one of server, client")] = "server"
+    role: Annotated[Literal["slave", "master"], _must("one of slave, master")] = "slave"
+    memif_mode: Annotated[Literal["ethernet", "ip"], _must("one of ethernet, ip")] = "ethernet"
+    slots_per_node: Annotated[int, _between(1, MAX_SLOTS_PER_NODE)] = 32
+    numa_nodes: Literal["auto"] | tuple[int, ...] = "auto"
+    selectors: _Selectors | None = None
+    ring_size: _RingSize | MISSING = MISSING
+    buffer_size: Annotated[int, _between(128, 65535)] | MISSING = MISSING
+
+    @classmethod
+    def _given(cls, data: Mapping[str, Any]) -> None:
+        name, kind = data.get("name"), data.get("kind")
+        if not (isinstance(name, str) and naming.is_dns_label(name)) or kind not in POOL_KINDS:
+            return  # the name's or the kind's own error comes first
+        for key, kinds in _KEY_KINDS.items():
+            if key in data and kind not in kinds:
+                raise _refuse(f"applies only to pools of kind {' or '.join(kinds)}, not {kind}: "
+                              "remove it", key)
+        if kind == "dpdk-nic" and data.get("selectors") is None:
+            raise _refuse("is missing: a dpdk-nic pool needs selectors (vendors, devices, "
+                          "drivers, pfNames or pciAddresses), or it would claim every NIC of "
+                          "the node", "selectors")
+        if kind != "dpdk-nic" and "vswitch" not in data:
+            raise _refuse(f"is missing: a {kind} pool needs the vSwitch that serves its "
+                          f"sockets, one of {', '.join(VSWITCHES)}", "vswitch")
+
+    @field_validator("numa_nodes", mode="plain")
+    @classmethod
+    def _numa_nodes(cls, value: Any) -> Literal["auto"] | tuple[int, ...]:
+        if value == "auto":
+            return "auto"
+        nodes = _NUMA_IDS.validate_python(value)
+        if len(set(nodes)) != len(nodes):
+            raise _refuse(f"lists a NUMA node twice ({_show(value)}): list each once")
+        return tuple(sorted(nodes))
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> Self:
+        if self.kind == "dpdk-nic":
+            return self
+        try:
+            naming.slot_device_id(self.name, MAX_NUMA_ID, self.slots_per_node - 1)
+        except naming.InvalidName:
+            longest = len(naming.slot_device_id("", MAX_NUMA_ID, self.slots_per_node - 1))
+            raise _refuse(f"{_show(self.name)} is too long for device IDs (<pool>-n<numa>-"
+                          f"<index>, at most {naming.MAX_DEVICE_ID} characters): use at most "
+                          f"{naming.MAX_DEVICE_ID - longest} characters", "name") from None
+        return self
+
+    def record(self) -> PoolConfig:
+        if self.kind == "dpdk-nic":  # _given makes sure it has selectors
+            selectors = self.selectors.record() if self.selectors is not None else None
+            return PoolConfig(name=self.name, kind=self.kind, selectors=selectors)
+        vhost = self.kind == "vhost-user"
+        return PoolConfig(
+            name=self.name, kind=self.kind, vswitch=_or_none(self.vswitch),
+            mode=self.mode if vhost else None, role=None if vhost else self.role,
+            memif_mode=None if vhost else self.memif_mode, slots_per_node=self.slots_per_node,
+            numa_nodes=self.numa_nodes, ring_size=_or_none(self.ring_size),
+            buffer_size=_or_none(self.buffer_size),
+        )
+
+
+_Pools = Annotated[list[_Pool], _must("a list of pools (each starting with '- name:')")]
+
+
+class _Config(_Section):
+    resource_prefix: Annotated[_Str, _must("a DNS subdomain such as numanet.io",
+                                           naming.is_dns_subdomain)] = naming.DEFAULT_PREFIX
+    hugepages: Annotated[_Hugepages, _NULL_IS_EMPTY] = Field(default_factory=_Hugepages)
+    vswitches: Annotated[_Vswitches, _NULL_IS_EMPTY] = Field(default_factory=_Vswitches)
+    # MISSING: no pools key, the default pools.
+    pools: _Pools | MISSING = MISSING
+
+    @field_validator("resource_prefix")
+    @classmethod
+    def _not_kubernetes(cls, value: str) -> str:
+        if value == "kubernetes.io" or value.endswith(".kubernetes.io"):
+            raise _refuse("the kubernetes.io domain is reserved for Kubernetes' own resources: "
+                          "use your own domain such as numanet.io")
+        return value
+
+    @field_validator("pools")
+    @classmethod
+    def _distinct(cls, pools: list[_Pool]) -> list[_Pool]:
+        if not pools:
+            raise _refuse("is empty: add at least one pool, or remove the key to get the "
+                          "default pools")
         seen: dict[str, int] = {}
-        for i, item in enumerate(value):
-            pool = self.pool(item, f"pools[{i}]")
+        for i, pool in enumerate(pools):
             if pool.name in seen:
-                raise self.error(f"pools[{i}].name", f"{_show(pool.name)} is already the name "
-                                 f"of pools[{seen[pool.name]}]: pool names must be unique")
+                raise _refuse(f"{_show(pool.name)} is already the name of pools[{seen[pool.name]}]"
+                              ": pool names must be unique", i, "name")
             seen[pool.name] = i
-            pools.append(pool)
-        self.env_names_distinct(pools)
-        return tuple(pools)
-
-    def env_names_distinct(self, pools: list[PoolConfig]) -> None:
         # NUMANET_<POOL>_NUMA of pool "a" is NUMANET_<POOL> of pool "a-numa": refuse the pair.
         owners: dict[str, int] = {}
         for i, pool in enumerate(pools):
             for env in (naming.pool_env_name(pool.name), naming.pool_numa_env_name(pool.name)):
                 if env in owners and owners[env] != i:
-                    raise self.error(f"pools[{i}].name", f"{_show(pool.name)} gives environment "
-                                     f"variable {env}, which pools[{owners[env]}] also sets: "
-                                     "rename one of the pools")
+                    raise _refuse(f"{_show(pool.name)} gives environment variable {env}, which "
+                                  f"pools[{owners[env]}] also sets: rename one of the pools",
+                                  i, "name")
                 owners[env] = i
+        return pools
 
-    def pool(self, value: Any, key: str) -> PoolConfig:
-        section = self.mapping(value, key, (
-            "name", "kind", "vswitch", "mode", "role", "memifMode", "slotsPerNode",
-            "numaNodes", "selectors", "ringSize", "bufferSize"))
-        if "name" not in section:
-            raise self.error(f"{key}.name", "is missing: every pool needs a name (a DNS label "
-                             "such as vhostuser-ovs)")
-        name = self.pool_name(section["name"], f"{key}.name")
-        if "kind" not in section:
-            raise self.error(f"{key}.kind", f"is missing: set it to one of "
-                             f"{', '.join(POOL_KINDS)}")
-        kind: PoolKind = self.string(section["kind"], f"{key}.kind", POOL_KINDS)  # type: ignore[assignment]
-        for option, kinds in _KEY_KINDS.items():
-            if option in section and kind not in kinds:
-                raise self.error(f"{key}.{option}", f"applies only to pools of kind "
-                                 f"{' or '.join(kinds)}, not {kind}: remove it")
-        if kind == "dpdk-nic":
-            return PoolConfig(name=name, kind=kind,
-                              selectors=self.selectors(section.get("selectors"),
-                                                       f"{key}.selectors"))
-        if "vswitch" not in section:
-            raise self.error(f"{key}.vswitch", f"is missing: a {kind} pool needs the vSwitch "
-                             f"that serves its sockets, one of {', '.join(VSWITCHES)}")
-        vswitch = self.string(section["vswitch"], f"{key}.vswitch", VSWITCHES)
-        slots = self.integer(section.get("slotsPerNode", 32), f"{key}.slotsPerNode", 1,
-                             MAX_SLOTS_PER_NODE)
-        try:
-            naming.slot_device_id(name, MAX_NUMA_ID, slots - 1)
-        except naming.InvalidName:
-            longest = len(naming.slot_device_id("", MAX_NUMA_ID, slots - 1))
-            raise self.error(f"{key}.name", f"{_show(name)} is too long for device IDs "
-                             f"(<pool>-n<numa>-<index>, at most {naming.MAX_DEVICE_ID} "
-                             f"characters): use at most {naming.MAX_DEVICE_ID - longest} "
-                             "characters") from None
-        mode = role = memif_mode = None
-        if kind == "vhost-user":
-            mode = self.string(section.get("mode", "server"), f"{key}.mode", ("server", "client"))
-        else:
-            role = self.string(section.get("role", "slave"), f"{key}.role", ("slave", "master"))
-            memif_mode = self.string(section.get("memifMode", "ethernet"), f"{key}.memifMode",
-                                     ("ethernet", "ip"))
-        ring_size = None
-        if "ringSize" in section:
-            ring_size = self.integer(section["ringSize"], f"{key}.ringSize", 2, 32768)
-            if ring_size & (ring_size - 1):
-                raise self.error(f"{key}.ringSize", f"must be a power of two such as 1024, "
-                                 f"got {ring_size}")
-        buffer_size = None
-        if "bufferSize" in section:
-            buffer_size = self.integer(section["bufferSize"], f"{key}.bufferSize", 128, 65535)
-        return PoolConfig(
-            name=name, kind=kind, vswitch=vswitch, mode=mode, role=role, memif_mode=memif_mode,
-            slots_per_node=slots, numa_nodes=self.numa_nodes(section.get("numaNodes", "auto"),
-                                                             f"{key}.numaNodes"),
-            ring_size=ring_size, buffer_size=buffer_size,
+    def record(self) -> Config:
+        pages, ovs, vpp = self.hugepages, self.vswitches.ovs, self.vswitches.vpp
+        pools = default_pools() if self.pools is MISSING else tuple(p.record() for p in self.pools)
+        return Config(
+            resource_prefix=self.resource_prefix,
+            hugepages=HugepagesConfig(pages.page_size, Path(pages.path), pages.required),
+            ovs=OvsConfig(ovs.db, ovs.bridge, ovs.prepare_at_allocate),
+            vpp=VppConfig(vpp.api_socket, vpp.api_dir),
+            pools=pools,
         )
-
-    def pool_name(self, value: Any, key: str) -> str:
-        if not isinstance(value, str) or not naming.is_dns_label(value):
-            raise self.error(key, f"must be a DNS label (lower-case letters, digits and '-', "
-                             f"starting and ending with a letter or digit), got {_show(value)}")
-        return value
-
-    def numa_nodes(self, value: Any, key: str) -> Literal["auto"] | tuple[int, ...]:
-        if value == "auto":
-            return "auto"
-        if not isinstance(value, list) or not value:
-            raise self.error(key, f"must be auto or a non-empty list of NUMA node IDs such as "
-                             f"[0, 1], got {_show(value)}")
-        nodes = [self.integer(v, f"{key}[{i}]", 0, MAX_NUMA_ID) for i, v in enumerate(value)]
-        if len(set(nodes)) != len(nodes):
-            raise self.error(key, f"lists a NUMA node twice ({_show(value)}): list each once")
-        return tuple(sorted(nodes))
-
-    def selectors(self, value: Any, key: str) -> NicSelectors:
-        if value is None:
-            raise self.error(key, "is missing: a dpdk-nic pool needs selectors (vendors, "
-                             "devices, drivers, pfNames or pciAddresses), or it would claim "
-                             "every NIC of the node")
-        section = self.mapping(value, key, ("vendors", "devices", "drivers", "pfNames",
-                                            "pciAddresses"))
-        vendors = self.hex_ids(section.get("vendors"), f"{key}.vendors", "8086")
-        devices = self.hex_ids(section.get("devices"), f"{key}.devices", "1889")
-        drivers = self.string_list(section.get("drivers"), f"{key}.drivers")
-        pf_names = self.string_list(section.get("pfNames"), f"{key}.pfNames")
-        addresses = tuple(a.lower() for a in self.string_list(section.get("pciAddresses"),
-                                                               f"{key}.pciAddresses"))
-        for i, address in enumerate(addresses):
-            if not naming.is_pci_address(address):
-                raise self.error(f"{key}.pciAddresses[{i}]", f"must be a full PCI address such "
-                                 f"as 0000:3b:00.1, got {_show(address)}")
-        selectors = NicSelectors(vendors=vendors, devices=devices, drivers=drivers,
-                                 pf_names=pf_names, pci_addresses=addresses)
-        if selectors.is_empty():
-            raise self.error(key, "are all empty, which would claim every NIC of the node: "
-                             "list vendors, devices, drivers, pfNames or pciAddresses")
-        return selectors
-
-    def hex_ids(self, value: Any, key: str, example: str) -> tuple[str, ...]:
-        out = []
-        for i, item in enumerate(self.string_list(value, key)):
-            normal = item.lower().removeprefix("0x")
-            if not _HEX4.fullmatch(normal):
-                raise self.error(f"{key}[{i}]", f"must be a 4-digit hex PCI ID such as "
-                                 f"\"{example}\" (quote it in YAML), got {_show(item)}")
-            out.append(normal)
-        return tuple(out)

@@ -202,3 +202,78 @@ def test_yaml_errors_name_the_line_and_duplicate_keys_are_refused() -> None:
         parse_config_text("resourcePrefix: a.io\nresourcePrefix: b.io\n")
     with pytest.raises(ConfigError, match=r"the top level must be a mapping"):
         parse_config_text("- just\n- a list\n")
+
+
+@pytest.mark.parametrize(("document", "key", "fragment"), [
+    # An unknown key is named before the missing key it was meant to be.
+    ({"pools": [{"nam": "p", "kind": "memif", "vswitch": "vpp"}]}, "pools[0].nam",
+     "unknown key: the keys allowed here are name, kind, vswitch, mode, role, memifMode, "
+     "slotsPerNode, numaNodes, selectors, ringSize, bufferSize (check the spelling and case)"),
+    # A key of another kind is refused as such, whatever its value.
+    ({"pools": [{**POOL_OK, "role": "client"}]}, "pools[0].role",
+     "applies only to pools of kind memif, not vhost-user: remove it"),
+    ({"pools": [{"name": "n", "kind": "dpdk-nic", "mode": "x", "slotsPerNode": "y"}]},
+     "pools[0].slotsPerNode", "applies only to pools of kind vhost-user or memif, not dpdk-nic"),
+    # Leaving a key out takes its default; an explicit null does not.
+    ({"pools": [{**POOL_OK, "ringSize": None}]}, "pools[0].ringSize",
+     "must be an integer between 2 and 32768, got null"),
+    ({"pools": [{**POOL_OK, "bufferSize": None}]}, "pools[0].bufferSize", "got null"),
+    ({"pools": [{**POOL_OK, "vswitch": None}]}, "pools[0].vswitch",
+     "must be one of ovs, vpp, got null"),
+    ({"pools": [{**POOL_OK, "mode": None}]}, "pools[0].mode", "one of server, client, got null"),
+    ({"pools": None}, "pools", "must be a list of pools (each starting with '- name:'), got null"),
+    ({"pools": [None]}, "pools[0]", "must be a mapping of keys to values, got null"),
+    ({"pools": [{"name": "n", "kind": "dpdk-nic", "selectors": None}]}, "pools[0].selectors",
+     "is missing: a dpdk-nic pool needs selectors"),
+    ({"vswitches": {"ovs": {"db": None}}}, "vswitches.ovs.db", "non-empty string, got null"),
+    # Strict values: no string for a number, no number or string for a boolean.
+    ({"pools": [{**POOL_OK, "slotsPerNode": "3"}]}, "pools[0].slotsPerNode", 'got "3"'),
+    ({"pools": [{**POOL_OK, "slotsPerNode": 1.0}]}, "pools[0].slotsPerNode", "got 1.0"),
+    ({"pools": [{**POOL_OK, "numaNodes": [1, True]}]}, "pools[0].numaNodes[1]", "got true"),
+    ({"hugepages": {"required": 0}}, "hugepages.required", "must be true or false, got 0"),
+    ({"hugepages": {"pageSize": 2}}, "hugepages.pageSize", "must be a non-empty string, got 2"),
+    ({"pools": [{"name": "n", "kind": "dpdk-nic", "selectors": {"vendors": [True]}}]},
+     "pools[0].selectors.vendors[0]", "must be a non-empty string, got true"),
+    ({"pools": [{"name": "n", "kind": "dpdk-nic", "selectors": {"drivers": [""]}}]},
+     "pools[0].selectors.drivers[0]", 'must be a non-empty string, got ""'),
+    ({"pools": [{"name": "n", "kind": "dpdk-nic", "selectors": {"pciAddresses": ["0000:3B:0"]}}]},
+     "pools[0].selectors.pciAddresses[0]", 'got "0000:3b:0"'),
+    ({"pools": [{"name": "n", "kind": "dpdk-nic", "selectors": {"vendors": [123]}}]},
+     "pools[0].selectors.vendors[0]", 'got "123"'),
+    ({"pools": [{**POOL_OK, "name": "x" * 55, "slotsPerNode": 4096}]}, "pools[0].name",
+     "use at most 53 characters"),
+    ({"pools": [{**POOL_OK, 5: 1}]}, "pools[0].5", "unknown key"),
+    ({1: 2}, "1", "unknown key: the keys allowed here are resourcePrefix, hugepages, vswitches, "
+     "pools"),
+])
+def test_more_bad_configs_name_the_key(document: dict, key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(document, source="cm")
+    assert err.value.key == key
+    message = str(err.value)
+    assert message.startswith(f"cm: {key}: "), message
+    assert fragment in message, message
+    assert "\n" not in message  # the first error, on one line
+
+
+@pytest.mark.parametrize("document", [None, [], "x", 1, True])
+def test_the_top_level_must_be_a_mapping(document: object) -> None:
+    with pytest.raises(ConfigError, match=r"^cm: the top level must be a mapping of keys to "
+                       r"values, got "):
+        parse_config(document, source="cm")
+
+
+def test_empty_sections_and_lists_take_their_defaults() -> None:
+    config = parse_config_text("""
+hugepages:
+vswitches: {ovs: , vpp: {apiDir: }}
+pools:
+  - {name: n, kind: dpdk-nic, selectors: {vendors: , devices: [1889], pfNames: []}}
+  - {name: p, kind: memif, vswitch: vpp, numaNodes: [3, 1, 2]}
+""")
+    assert config.hugepages == HugepagesConfig()
+    assert (config.ovs, config.vpp) == (OvsConfig(), VppConfig())
+    nic, memif = config.pools
+    assert nic == PoolConfig(name="n", kind="dpdk-nic", selectors=NicSelectors(devices=("1889",)))
+    assert memif == PoolConfig(name="p", kind="memif", vswitch="vpp", role="slave",
+                               memif_mode="ethernet", slots_per_node=32, numa_nodes=(1, 2, 3))
