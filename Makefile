@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint protos protos-check bench demo clean
+.PHONY: venv test lint protos protos-check bench demo app-pyz clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@# Debian's python3 needs python3-venv for `-m venv` (ensurepip); install it when missing.
@@ -21,8 +21,8 @@ test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: venv
-	$(PY) -m ruff check numa vswitch deviceplugin cni tests bench
-	$(PY) -m mypy numa vswitch deviceplugin cni
+	$(PY) -m ruff check numa vswitch deviceplugin cni app tests bench
+	$(PY) -m mypy numa vswitch deviceplugin cni app
 
 protos: venv
 	PYTHON=$(PY) protos/generate.sh
@@ -39,6 +39,10 @@ bench: venv
 DEMO_ARGS ?= --install
 demo: venv
 	$(PY) -m deviceplugin.cli demo $(DEMO_ARGS)
+
+# The pod-side kit as one file for app images: build/numanet-app.pyz (python3 >= 3.9).
+app-pyz:
+	PYTHON=$(PYTHON) deploy/tools/build-app-pyz.sh build/numanet-app.pyz
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
