@@ -67,8 +67,9 @@ def place(view: PodView, lcores: int | None = None, cross_numa: bool = False) ->
         raise AppError(f"--lcores {lcores}: DPDK needs at least one lcore (the main one)",
                        "give --lcores 1 or more")
     if want > len(cpus):
-        raise AppError(f"--lcores {want} is more than the {len(cpus)} CPUs this container may "
-                       f"use ({format_cpulist(cpus)})",
+        plural = "s" if len(cpus) > 1 else ""
+        raise AppError(f"--lcores {want} is more than the {len(cpus)} CPU{plural} this "
+                       f"container may use ({format_cpulist(cpus)})",
                        "lower --lcores, or give the container more CPUs (resources.cpu)")
     chosen = (local + remote)[:want]
     spilled = [c for c in chosen if c in remote]

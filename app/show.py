@@ -38,7 +38,8 @@ def _block(iface: Interface) -> str:
     rows = [
         ("socket", iface.socket),
         ("pci", iface.pci_address),
-        ("device", f"{iface.device_id} (pool {iface.pool})" if iface.device_id else None),
+        ("device", f"{iface.device_id}" + (f" (pool {iface.pool})" if iface.pool else "")
+         if iface.device_id else None),
         ("mac", iface.mac),
         ("mtu", iface.mtu),
         ("ips", ", ".join(ip.address + (f" gw {ip.gateway}" if ip.gateway else "")

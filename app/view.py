@@ -136,13 +136,12 @@ def read_view(roots: Roots, env: Mapping[str, str] | None = None,
         else:
             warnings.append(_pending_note(slot))
     pcis = {i.pci_address for i in found}
-    for device_id, holder in held.items():
+    for device_id in held:
         if slotconfig.is_pci_address(device_id) and device_id not in pcis:
-            pool = holder.variable[len("NUMANET_"):].lower().replace("_", "-")
-            found.append(Interface("dpdk-nic", device_id=device_id, pool=pool,
-                                   pci_address=device_id, sources=("env",)))
+            found.append(Interface("dpdk-nic", device_id=device_id, pci_address=device_id,
+                                   sources=("env",)))
 
-    found = [_with_numa(i, roots, held) for i in found]
+    found = [_with_numa(_with_pool(i, held), roots, held) for i in found]
     found.sort(key=lambda i: (i.position, _natural(i.ifname or ""), i.device_id or ""))
     container, budget = podnetinfo.hugepage_budget(roots.podnetinfo, env.get("CONTAINER_NAME"))
     return PodView(
@@ -234,6 +233,15 @@ def _with_status(iface: Interface, entry: podnetinfo.StatusEntry) -> Interface:
         mac=iface.mac or entry.mac, mtu=iface.mtu or entry.mtu,
         ips=iface.ips or tuple(IpAddress(ip) for ip in entry.ips),
         sources=_add(iface.sources, "network-status"), position=entry.index)
+
+
+def _with_pool(iface: Interface, held: Mapping[str, _Held]) -> Interface:
+    """A NIC's pool, known only from its NUMANET_<POOL> variable: spelt as the variable
+    spells it (pool names' '-' are '_' there)."""
+    holder = held.get(iface.device_id or "")
+    if iface.pool or holder is None:
+        return iface
+    return replace(iface, pool=holder.variable[len("NUMANET_"):].lower().replace("_", "-"))
 
 
 def _with_numa(iface: Interface, roots: Roots, held: Mapping[str, _Held]) -> Interface:

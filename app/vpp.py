@@ -94,10 +94,11 @@ def _addresses(iface: Interface, name: str, warnings: list[str]) -> list[str]:
     for address in own:
         if "/" not in address:
             # network-status gives addresses without their prefix length.
-            host = ipaddress.ip_address(address)
-            address = f"{address}/{host.max_prefixlen}"
-            warnings.append(f"{iface.label}: {address} has no prefix length where it was found "
-                            "(network-status); a host route is assumed")
+            prefix = ipaddress.ip_address(address).max_prefixlen
+            warnings.append(f"{iface.label}: {address} comes without its prefix length "
+                            f"(network-status): /{prefix} is assumed; add the route to its "
+                            "subnet yourself")
+            address = f"{address}/{prefix}"
         lines.append(f"set interface ip address {name} {address}")
     gateways = [ip.gateway for ip in iface.ips if ip.gateway] + ([iface.peer] if iface.peer else [])
     for route in iface.routes:
