@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers.ovs import private_ovs
 from helpers.podview import PodView
 
 from app.cli import main
+
+__all__ = ["private_ovs"]  # re-exported: the data-path tests' OVS-DPDK (started on use)
 
 
 @dataclass(frozen=True)
