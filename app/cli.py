@@ -23,7 +23,7 @@ from app.sysfs import parse_cpulist
 from app.view import PodView, read_view
 
 PROG = "numanet-app"
-_UNSAFE = re.compile(r"[\s*?\[\]'\"\\$`]")  # what $(...) would split, glob or quote
+_UNSAFE = re.compile(r"[\s*?[]")  # what an unquoted $(...) splits or globs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -116,6 +116,9 @@ def choose(mounts: list[HugeMount], budget: dict[int, int | None], huge_dir: str
             note = (f"hugetlbfs is mounted ({', '.join(m.path for m in mounts)}) but this "
                     f"container may use no hugepages of {sizes}: running without hugepages; "
                     "ask for hugepages-2Mi or hugepages-1Gi in the container's resources")
+        elif any(budget.values()):
+            note = ("this container may use hugepages but none is mounted: running without "
+                    "them; mount a volume (emptyDir medium HugePages-2Mi) to use them")
         return Memory(None, memory_mib or 512, note)
     # A page size the container asked for first, then its own volume before the host's.
     usable.sort(key=lambda m: (budget.get(m.page_kib, -1) in (-1, None), m.path == HOST_HUGEPAGES))

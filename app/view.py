@@ -107,15 +107,32 @@ class _Held:
 
 def read_view(roots: Roots, env: Mapping[str, str] | None = None,
               cpus: Iterable[int] | None = None) -> PodView:
-    """Everything the container can learn about its numanet interfaces and resources."""
+    """Everything the container can learn about its numanet interfaces and resources;
+    ``cpus`` None: this process's affinity."""
     env = os.environ if env is None else env
-    warnings: list[str] = []
+    interfaces, warnings = read_interfaces(roots, env)
+    container, budget = podnetinfo.hugepage_budget(roots.podnetinfo, env.get("CONTAINER_NAME"))
+    return PodView(
+        interfaces=tuple(interfaces),
+        cpus=frozenset(os.sched_getaffinity(0) if cpus is None else cpus),
+        node_cpus=sysfs.node_cpus(roots.sysfs),
+        huge_mounts=tuple(hugepages.read_mounts(roots.mounts)),
+        # The webhook's files name this container's request; the cgroup's limit is the
+        # fallback (a pod without the webhook).
+        huge_budget={**hugepages.cgroup_budget(roots.sysfs), **budget},
+        container=container,
+        hostname=env.get("HOSTNAME") or socket.gethostname(),
+        warnings=tuple(warnings))
+
+
+def read_interfaces(roots: Roots, env: Mapping[str, str]) -> tuple[list[Interface], list[str]]:
+    """(the container's numanet interfaces in network-status order, notes about slots
+    that could not be listed)."""
     held = _held_devices(env)
     slots = slotconfig.read_slots(roots.slots)
     annotations = roots.podnetinfo / "annotations"
     statuses = podnetinfo.network_status(podnetinfo.read_downward_file(annotations),
                                          str(annotations))
-
     found = [from_config(s.config, s.pool, s.device_id) for s in slots if s.config]
     for entry in statuses:
         info = devinfo.parse(entry.device_info)
@@ -124,35 +141,32 @@ def read_view(roots: Roots, env: Mapping[str, str] | None = None,
             found[index] = _with_status(found[index], entry)
         elif info is not None and _is_numanet(info, held):
             found.append(_with_status(from_device_info(info, "network-status"), entry))
+    warnings = _add_unconfigured(found, slots, roots)
+    pcis = {i.pci_address for i in found}
+    for device_id in held:  # NICs Allocate gave that nothing else names
+        if slotconfig.is_pci_address(device_id) and device_id not in pcis:
+            found.append(Interface("dpdk-nic", device_id=device_id, pci_address=device_id,
+                                   sources=("env",)))
+    found = [_with_numa(_with_pool(i, held), roots, held) for i in found]
+    found.sort(key=lambda i: (i.position, _natural(i.ifname or ""), i.device_id or ""))
+    return found, warnings
 
+
+def _add_unconfigured(found: list[Interface], slots: list[SlotDir], roots: Roots) -> list[str]:
+    """Slots without numanet.json that nothing listed yet: from their device-info file
+    when one is mounted, else a note (their network's ADD has not run)."""
     sockets = {i.socket for i in found}
     pending = [s for s in slots if not s.config
                and slotconfig.container_socket(s.pool, s.device_id) not in sockets]
     files = devinfo.read_files(roots.devinfo, [s.device_id for s in pending])
+    warnings = []
     for slot in pending:
         if slot.device_id in files:
             found.append(replace(from_device_info(files[slot.device_id], "device-info"),
                                  device_id=slot.device_id, pool=slot.pool))
         else:
             warnings.append(_pending_note(slot))
-    pcis = {i.pci_address for i in found}
-    for device_id in held:
-        if slotconfig.is_pci_address(device_id) and device_id not in pcis:
-            found.append(Interface("dpdk-nic", device_id=device_id, pci_address=device_id,
-                                   sources=("env",)))
-
-    found = [_with_numa(_with_pool(i, held), roots, held) for i in found]
-    found.sort(key=lambda i: (i.position, _natural(i.ifname or ""), i.device_id or ""))
-    container, budget = podnetinfo.hugepage_budget(roots.podnetinfo, env.get("CONTAINER_NAME"))
-    return PodView(
-        interfaces=tuple(found),
-        cpus=frozenset(os.sched_getaffinity(0) if cpus is None else cpus),
-        node_cpus=sysfs.node_cpus(roots.sysfs),
-        huge_mounts=tuple(hugepages.read_mounts(roots.mounts)),
-        huge_budget={**hugepages.cgroup_budget(roots.sysfs), **budget},
-        container=container,
-        hostname=env.get("HOSTNAME") or socket.gethostname(),
-        warnings=tuple(warnings))
+    return warnings
 
 
 def from_config(doc: Mapping[str, Any], pool: str | None = None,

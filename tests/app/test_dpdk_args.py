@@ -179,3 +179,12 @@ def test_the_cgroup_limit_sizes_memory_without_the_webhooks_files(pod, run):
     (cgroup / "hugetlb.2MB.limit_in_bytes").write_text(f"{768 << 20}\n")
     ran = run(pod, "dpdk-args", "--cpus", "2")
     assert "--socket-mem=768" in ran.words
+
+
+def test_hugepages_asked_for_but_not_mounted_are_named(pod, run):
+    pod.slot("vhostuser-ovs", "vhost-user", "server", node=0)
+    pod.hugepages("/hugepages", "2M", request_mib=1024)
+    pod.mounts.clear()
+    ran = run(pod, "dpdk-args", "--cpus", "2")
+    assert ran.words[3:6] == ["--no-huge", "-m", "512"]
+    assert "may use hugepages but none is mounted" in ran.err
