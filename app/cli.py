@@ -33,7 +33,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.run(args))
+        code = int(args.run(args))
+        sys.stdout.flush()  # here, so that a reader gone away is caught below
+        return code
+    except BrokenPipeError:
+        # `numanet-app interfaces | head -1`: the reader has what it wanted; keep Python
+        # from complaining about stdout again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except AppError as exc:
         print(f"{PROG}: {exc.message}", file=sys.stderr)
         if exc.hint:

@@ -69,6 +69,17 @@ def test_the_pyz_runs_alone_and_says_what_the_package_says(pyz, pod, run, tmp_pa
     assert "Traceback" not in failed.stderr
 
 
+def test_a_reader_that_goes_away_is_not_an_error(pyz, pod, tmp_path):
+    for i in range(120):  # more than a pipe holds (64 KiB)
+        pod.slot(f"vhost{i}-ovs", "vhost-user", "server", node=0, ifname=f"net{i}")
+    pod.write()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **pod.env}
+    line = f"{pyz} interfaces --json --root {pod.root} | head -c 10"
+    done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout == "{\n  \"inter" and done.stderr == ""
+
+
 def test_the_pyz_runs_on_python_3_9(pyz, pod, run, tmp_path):
     python = _python39()
     if python is None:
