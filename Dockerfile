@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# The numanet image: `numanet agent` (DaemonSet), `numanet webhook` (Deployment) and the
-# CNI shim that the agent's init container installs on the host (numanet-install-cni).
+# The numanet image: `numanet agent` (DaemonSet), `numanet webhook` (Deployment), the
+# CNI shim that the agent's init container installs on the host (numanet-install-cni)
+# and the pod-side kit `numanet-app`.
 #   docker build -t ghcr.io/numanet/numanet:0.1.0 .
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
@@ -19,6 +20,7 @@ COPY cni ./cni
 COPY protos ./protos
 COPY agent ./agent
 COPY webhook ./webhook
+COPY app ./app
 RUN /opt/numanet/bin/pip install --no-cache-dir . \
  && /opt/numanet/bin/python -c "import agent.cli, webhook, cni.shim, cni.install"
 

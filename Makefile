@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: venv debian-packages test lint protos protos-check bench demo clean
+.PHONY: venv debian-packages test lint protos protos-check bench demo app-pyz clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@# Debian's python3 needs python3-venv for `-m venv` (ensurepip); install it when missing.
@@ -26,7 +26,7 @@ test: debian-packages venv
 	@command -v kubectl >/dev/null || [ -x $(VENV)/bin/kubectl ] || sh deploy/tools/fetch-kubectl.sh $(VENV)/bin/kubectl
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-PACKAGES := numa vswitch protos deviceplugin cni agent webhook demo
+PACKAGES := numa vswitch protos deviceplugin cni agent webhook demo app
 
 # ruff, mypy, and the packages' direction (.importlinter, docs/architecture.md).
 lint: venv
@@ -49,6 +49,10 @@ bench: venv
 DEMO_ARGS ?= --install
 demo: venv
 	$(PY) -m agent.cli demo $(DEMO_ARGS)
+
+# The pod-side kit as one file for app images: build/numanet-app.pyz (python3 >= 3.9).
+app-pyz:
+	PYTHON=$(PYTHON) deploy/tools/build-app-pyz.sh build/numanet-app.pyz
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

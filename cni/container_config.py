@@ -6,9 +6,10 @@ not the host's. Beside the slot's facts numanet.json carries the pool's ``ringSi
 ``bufferSize`` when configured (memif's slave and vhost-user's virtio side size the rings:
 usually the container), a memif's ``queues`` when the vSwitch fixes the count, and for a
 memif in mode ip the container's ``address`` and its ``peer`` (the vSwitch side, which is
-also the gateway in ``ips``). The device-info path comes from the network configuration, so it is
-confined to Multus's CNI device-info directory (``<devinfo root>/cni``, never the device
-plugins' ``dp``) before anything is written there as root.
+also the gateway in ``ips``). ``schemaVersion`` names the JSON Schema the file follows
+(``deploy/schemas/numanet.json.schema.json``). The device-info path comes from the network
+configuration, so it is confined to Multus's CNI device-info directory (``<devinfo
+root>/cni``, never the device plugins' ``dp``) before anything is written there as root.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from deviceplugin.fileio import write_atomic
 from deviceplugin.slots import Slot
 
 FORMAT_VERSION = 1
+# MAJOR.MINOR of the JSON Schema numanet.json follows (deploy/schemas/numanet.json.schema.json,
+# shipped in the pod-side kit as app/schemas/): a minor version only adds optional fields.
+SCHEMA_VERSION = "1.0"
 # Device-info root (/var/run/k8s.cni.cncf.io/devinfo): Multus names CNI files under cni/,
 # device plugins write theirs under dp/.
 DEVINFO_ROOT = naming.DEVINFO_DIR.parent
@@ -55,6 +59,7 @@ class ContainerView:
 def container_config(slot: Slot, view: ContainerView) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "version": FORMAT_VERSION,
+        "schemaVersion": SCHEMA_VERSION,
         "deviceID": slot.device_id,
         "pool": slot.pool,
         "resource": slot.resource,

@@ -21,8 +21,10 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shlex
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -41,8 +43,8 @@ _FORWARD_BLOCK = re.compile(
     r"TX-packets:\s+(\d+)\s+TX-dropped:\s+(\d+)"
 )
 
-__all__ = ["PROMPT", "ForwardStats", "TestPmd", "TestPmdError", "memif", "require_testpmd",
-           "virtio_user"]
+__all__ = ["PROMPT", "ForwardStats", "TestPmd", "TestPmdError", "in_container_mounts", "memif",
+           "require_testpmd", "virtio_user"]
 
 
 def require_testpmd() -> str:
@@ -62,6 +64,21 @@ def virtio_user(
 def memif(index: int, path: str | os.PathLike[str], *, role: str, memif_id: int = 0) -> str:
     """A net_memif vdev; ``role`` is DPDK's: "server" creates the socket, "client" connects."""
     return f"net_memif{index},role={role},id={memif_id},socket={path},socket-abstract=no"
+
+
+def in_container_mounts(cmd: list[str], mounts: Mapping[str, str]) -> list[str]:
+    """``cmd`` run in a private mount namespace with ``host dir -> container dir`` binds,
+    so it finds each slot where the container does (``/run/numanet/<pool>/<deviceID>``).
+
+    A fresh tmpfs on /run keeps the container paths (and DPDK's runtime files) out of the
+    host, as a container's own /run would.
+    """
+    script = ["mount --make-rprivate /", "mount -t tmpfs numanet-test /run"]
+    for host, container in mounts.items():
+        script += [f"mkdir -p {shlex.quote(container)}",
+                   f"mount --bind {shlex.quote(host)} {shlex.quote(container)}"]
+    script.append('exec "$@"')
+    return ["unshare", "--mount", "sh", "-c", "; ".join(script), "sh", *cmd]
 
 
 @dataclass(frozen=True)
