@@ -34,10 +34,10 @@ from helpers.ovs import (
 from helpers.podview import PodView
 from helpers.testpmd import TESTPMD, TestPmd, in_container_mounts, line_buffered, require_testpmd
 
+from demo.private_ovs import PrivateOvs
 from deviceplugin import naming
 from vswitch.api import TAG_MEMIF_QUEUES, Owner, PortSpec, VSwitchError
 from vswitch.ovs.backend import OvsVSwitch
-from demo.private_ovs import PrivateOvs
 
 pytestmark = [pytest.mark.ovs, pytest.mark.datapath]
 
