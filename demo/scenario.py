@@ -42,7 +42,7 @@ from demo.kubelet_standin.podresources import PodResourcesStandIn
 from demo.layout import DEFAULT_DIR, POD_NAMES, POD_NAMESPACE, Layout
 from demo.pods import Pod
 from demo.report import Report
-from demo.testpmd import BINARY, DPDK_RUNTIME_DIR, Port, Settings, Testpmd
+from demo.testpmd import BINARY, DPDK_RUNTIME_DIR, Settings, Testpmd
 from deviceplugin import naming
 
 PREFIX = "numanet.io"
@@ -361,16 +361,17 @@ class Demo:
                 assert iface is not None
                 huge = (pod.host_path(str(self.layout.hugepage_dir))
                         if self.reservation else None)
+                # The pod's own kit gives the EAL arguments (numanet-app dpdk-args), run in
+                # the pod's mounts, environment and CPUs.
                 settings = Settings(
-                    port=Port(iface.kind, iface.socket, iface.role, iface.mac, iface.memif_id,
-                              iface.queues or 1),
-                    file_prefix=self.layout.testpmd_prefix(pod.name),
-                    cpus=traffic.app_cpus(iface.numa_node, len(self.apps)),
-                    hugepage_dir=huge, memory_mb=TESTPMD_MEMORY_MB,
+                    file_prefix=self.layout.testpmd_prefix(pod.name), mounts=pod.mounts,
+                    env=pod.env, cpus=traffic.app_cpus(iface.numa_node, len(self.apps)),
+                    memory_mb=TESTPMD_MEMORY_MB,
                     eth_peer=peer.interface.mac if peer and peer.interface else None,
                     netns=pod.netns, binary=self.tools.testpmd)
                 self.journal.add(dpdk_dir=str(DPDK_RUNTIME_DIR / settings.file_prefix))
-                app = Testpmd.for_pod(settings, self.layout.log_dir / f"testpmd-{pod.name}.log")
+                app = Testpmd.for_pod(settings, huge,
+                                      self.layout.log_dir / f"testpmd-{pod.name}.log")
                 self.apps[pod.name] = app
                 pid = app.launch()
                 with contextlib.suppress(ProcessLookupError):
@@ -381,7 +382,7 @@ class Demo:
                        lambda: all(app.link_up() for app in self.apps.values()))
             queues = sorted({p.interface.queues for p in self.pods
                              if p.interface and p.interface.queues})
-            step.detail = ("dpdk-testpmd x2, on the socket and MAC from numanet.json"
+            step.detail = ("dpdk-testpmd x2, EAL arguments from numanet-app dpdk-args"
                            + (f" (memif: {'/'.join(map(str, queues))} queue pairs)"
                               if queues else "") + "; links up")
 

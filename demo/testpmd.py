@@ -2,27 +2,26 @@
 
 The runner drives testpmd's interactive command line over a pipe (``start``, ``show
 port stats``, ``quit``) and reads the port counters from its answers, so the caller
-decides when traffic starts and when it is measured. Settings come from what the pod
-was given (the socket, MAC and role in ``numanet.json``, the hugepage directory that
-Allocate mounted, the CPUs of the slot's NUMA node); nothing here knows numanet's paths.
-
-Known needs (see the project's notes on OVS-DPDK): ``--no-pci`` (or DPDK probes the
-machine's NICs), a ``--file-prefix`` of its own, ``--total-num-mbufs`` (the default does
-not fit), and for vhost-user with hugepages ``--single-file-segments`` (one file per
-page exceeds vhost-user's memory-region limit).
+decides when traffic starts and when it is measured. Its EAL arguments are what the pod's
+own kit prints (``numanet-app dpdk-args``: the socket, MAC and role from ``numanet.json``,
+the hugepages Allocate mounted, the pod's CPUs on the slot's NUMA node), run in the pod's
+view of its mounts; nothing here builds them. testpmd's own needs: ``--total-num-mbufs``
+(its default does not fit).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 BINARY = "dpdk-testpmd"
 DPDK_RUNTIME_DIR = Path("/var/run/dpdk")
@@ -30,6 +29,9 @@ PROMPT = "testpmd> "
 _RX = re.compile(r"RX-packets:\s+(\d+)")
 _TX = re.compile(r"TX-packets:\s+(\d+)")
 _LINK = re.compile(r"Link status:\s+(\w+)")
+# Where the pod's mount namespace stages the host paths before its own /run hides them
+# (/mnt exists on every Debian host; a tmpfs over it is private to the namespace).
+_STAGING = "/mnt"
 
 
 class TestpmdError(RuntimeError):
@@ -37,61 +39,62 @@ class TestpmdError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Port:
-    """The container side of one interface, as the pod was told (numanet.json)."""
-
-    kind: str  # "vhost-user" | "memif"
-    socket: Path  # where this process finds the socket (host path for the demo)
-    role: str  # vhost-user mode server|client; memif role slave|master (container side)
-    mac: str | None = None
-    memif_id: int = 0
-    queues: int = 1  # queue pairs the other side expects (OVS memif: one per sending thread)
-
-    def vdev(self) -> str:
-        mac = f",mac={self.mac}" if self.mac else ""
-        if self.kind == "vhost-user":
-            # Container is the vhost-user server: virtio_user creates the socket.
-            server = 1 if self.role == "server" else 0
-            return f"virtio_user0,path={self.socket},server={server},queues=1{mac}"
-        if self.kind == "memif":
-            role = "client" if self.role in ("slave", "client") else "server"
-            return (f"net_memif0,role={role},id={self.memif_id},socket={self.socket},"
-                    f"socket-abstract=no{mac}")
-        raise ValueError(f"testpmd cannot attach to a {self.kind!r} interface")
-
-
-@dataclass(frozen=True)
 class Settings:
-    port: Port
+    """One pod's testpmd: its EAL arguments come from ``numanet-app dpdk-args``, run the
+    way the pod runs it, in the pod's own view of its slot and hugepages (the Allocate
+    mounts, bound at the container paths in a private mount namespace), on the pod's
+    CPUs and in its network namespace."""
+
     file_prefix: str
-    # CPUs of testpmd's main lcore and its forwarding lcore; they may be the same CPU.
+    mounts: Mapping[str, str]  # container path -> host path, from Allocate
+    env: Mapping[str, str]  # the container's environment, from Allocate
+    # CPUs of testpmd's main lcore and its forwarding lcore: the pod's cpuset.
     cpus: tuple[int, int] = (0, 1)
-    hugepage_dir: Path | None = None  # None: --no-huge
     memory_mb: int = 64
     mbufs: int = 8192
     forward_mode: str = "macswap"
     eth_peer: str | None = None
     netns: str | None = None  # run inside this named network namespace (the pod's)
     binary: str = BINARY
-    extra_eal: Sequence[str] = field(default_factory=tuple)
-    extra_app: Sequence[str] = field(default_factory=tuple)
+    python: str = sys.executable  # runs the pod-side kit (``python -m app``)
 
     def command(self) -> list[str]:
-        main, forward = self.cpus
-        eal = [f"--lcores=0@{main},1@{forward}", "--main-lcore=0", "--no-pci",
-               "--no-telemetry", f"--file-prefix={self.file_prefix}", f"--vdev={self.port.vdev()}"]
-        if self.hugepage_dir is None:
-            eal += ["--no-huge", "-m", str(max(self.memory_mb, 256))]
-        else:
-            eal += [f"--huge-dir={self.hugepage_dir}", "--single-file-segments",
-                    "-m", str(self.memory_mb)]
-        app = ["-i", f"--total-num-mbufs={self.mbufs}", f"--forward-mode={self.forward_mode}"]
-        if self.port.queues > 1:
-            app += [f"--rxq={self.port.queues}", f"--txq={self.port.queues}"]
+        app = [f"--total-num-mbufs={self.mbufs}", f"--forward-mode={self.forward_mode}"]
         if self.eth_peer:
             app.append(f"--eth-peer=0,{self.eth_peer}")
-        cmd = line_buffered([self.binary, *eal, *self.extra_eal, "--", *app, *self.extra_app])
+        lcores = len(set(self.cpus))
+        # numanet-app ends its words with "--" and the options the ports need (memif
+        # queues); testpmd's own follow.
+        script = [
+            "eal=$(" + " ".join(shlex.quote(w) for w in (
+                "env", *(f"{k}={v}" for k, v in sorted(self.env.items())),
+                self.python, "-m", "app", "dpdk-args", "--testpmd", f"--lcores={lcores}",
+                f"--file-prefix={self.file_prefix}", f"--memory={self.memory_mb}")) + ") || exit 2",
+            "echo numanet-app dpdk-args: $eal",
+            "exec " + " ".join(shlex.quote(w) for w in line_buffered([self.binary]))
+            + " $eal -i " + " ".join(shlex.quote(w) for w in app),
+        ]
+        cpus = ",".join(str(c) for c in dict.fromkeys(self.cpus))
+        cmd = ["taskset", "-c", cpus, *in_pod_mounts(" ; ".join(script), self.mounts)]
         return ["ip", "netns", "exec", self.netns, *cmd] if self.netns else cmd
+
+
+def in_pod_mounts(script: str, mounts: Mapping[str, str]) -> list[str]:
+    """``script`` in a private mount namespace where each host path of ``mounts`` is bound
+    at its container path under a /run of the pod's own (a tmpfs, as a container's /run;
+    DPDK's runtime files land there too). The host paths are bound to a private staging
+    tmpfs first, since the pod's /run hides the host's."""
+    outside = [p for p in mounts if not PurePosixPath(p).is_relative_to("/run")]
+    if outside:
+        raise ValueError(f"container paths outside /run cannot be mounted here: {outside}")
+    steps = ["mount --make-rprivate /", f"mount -t tmpfs numanet-pod {_STAGING}"]
+    for i, host in enumerate(mounts.values()):
+        steps += [f"mkdir {_STAGING}/{i}", f"mount --bind {shlex.quote(host)} {_STAGING}/{i}"]
+    steps.append("mount -t tmpfs numanet-pod /run")
+    for i, container in enumerate(mounts):
+        steps += [f"mkdir -p {shlex.quote(container)}",
+                  f"mount --bind {_STAGING}/{i} {shlex.quote(container)}"]
+    return ["unshare", "--mount", "sh", "-ec", " ; ".join([*steps, script])]
 
 
 def line_buffered(cmd: Sequence[str]) -> list[str]:
@@ -128,9 +131,10 @@ class Testpmd:
         self._lock = threading.Lock()  # one command at a time
 
     @classmethod
-    def for_pod(cls, settings: Settings, log_path: Path | None = None) -> Testpmd:
-        return cls(settings.command(), settings.file_prefix,
-                   hugepage_dir=settings.hugepage_dir, log_path=log_path)
+    def for_pod(cls, settings: Settings, hugepage_dir: Path | None = None,
+                log_path: Path | None = None) -> Testpmd:
+        return cls(settings.command(), settings.file_prefix, hugepage_dir=hugepage_dir,
+                   log_path=log_path)
 
     @property
     def pid(self) -> int | None:

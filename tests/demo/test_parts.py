@@ -17,38 +17,35 @@ from demo.layout import Layout
 from demo.pods import Pod, PodError
 from demo.preflight import Missing, install_command
 from demo.procs import holders, identify
-from demo.testpmd import Port, Settings
+from demo.testpmd import Settings
 from deviceplugin.health import VSwitchState, slot_health
 from deviceplugin.slots import Slot
 from numa.model import NumaNode, Topology
 
 
-def test_vdev_follows_the_container_side_role() -> None:
-    sock = Path("/run/d/r/s/vhostuser-ovs-n0-000/sock")
-    assert Port("vhost-user", sock, "server", "02:00:00:00:00:01").vdev() == (
-        f"virtio_user0,path={sock},server=1,queues=1,mac=02:00:00:00:00:01")
-    assert "server=0" in Port("vhost-user", sock, "client").vdev()
-    # memif: the container is the slave, so DPDK's role is client.
-    assert Port("memif", sock, "slave", memif_id=3).vdev() == (
-        f"net_memif0,role=client,id=3,socket={sock},socket-abstract=no")
-    with pytest.raises(ValueError, match="dpdk-nic"):
-        Port("dpdk-nic", sock, "server").vdev()
-
-
-def test_testpmd_command_with_and_without_hugepages() -> None:
-    port = Port("vhost-user", Path("/s/sock"), "server", "02:00:00:00:00:01")
-    huge = Settings(port, "nnd-x-pod-a", cpus=(1, 0), hugepage_dir=Path("/d/huge"),
-                    eth_peer="02:00:00:00:00:02", netns="nnd-x-pod-a").command()
-    assert huge[:5] == ["ip", "netns", "exec", "nnd-x-pod-a", "stdbuf"]
-    assert "--lcores=0@1,1@0" in huge and "--main-lcore=0" in huge
-    assert "--huge-dir=/d/huge" in huge and "--single-file-segments" in huge
-    assert "--no-huge" not in huge and "--no-pci" in huge
-    assert huge[huge.index("--") + 1:] == ["-i", "--total-num-mbufs=8192",
-                                            "--forward-mode=macswap",
-                                            "--eth-peer=0,02:00:00:00:00:02"]
-    plain = Settings(port, "p").command()
-    assert plain[0] == "stdbuf"
-    assert plain[plain.index("--no-huge") + 1:][:2] == ["-m", "256"]
+def test_testpmd_gets_its_eal_arguments_from_numanet_app_in_the_pods_mounts() -> None:
+    mounts = {"/run/numanet/vhostuser-ovs/vhostuser-ovs-n0-000": "/d/r/s/vhostuser-ovs-n0-000",
+              "/run/d/huge": "/run/d/huge"}
+    settings = Settings("nnd-x-pod-a", mounts, {"NUMANET_VHOSTUSER_OVS": "vhostuser-ovs-n0-000"},
+                        cpus=(1, 0), eth_peer="02:00:00:00:00:02", netns="nnd-x-pod-a",
+                        python="/venv/bin/python")
+    command = settings.command()
+    assert command[:8] == ["ip", "netns", "exec", "nnd-x-pod-a", "taskset", "-c", "1,0",
+                           "unshare"]
+    script = command[-1]
+    # The host paths are staged, then bound at the container paths under the pod's /run.
+    assert script.index("mount --bind /d/r/s/vhostuser-ovs-n0-000 /mnt/0") < \
+        script.index("mount -t tmpfs numanet-pod /run") < \
+        script.index("mount --bind /mnt/0 /run/numanet/vhostuser-ovs/vhostuser-ovs-n0-000")
+    assert ("eal=$(env NUMANET_VHOSTUSER_OVS=vhostuser-ovs-n0-000 /venv/bin/python -m app "
+            "dpdk-args --testpmd --lcores=2 --file-prefix=nnd-x-pod-a --memory=64) || exit 2"
+            ) in script
+    assert script.endswith("exec stdbuf -oL dpdk-testpmd $eal -i --total-num-mbufs=8192 "
+                           "--forward-mode=macswap --eth-peer=0,02:00:00:00:00:02")
+    one_cpu = Settings("p", mounts, {}, cpus=(0, 0)).command()
+    assert one_cpu[:3] == ["taskset", "-c", "0"] and "--lcores=1" in one_cpu[-1]
+    with pytest.raises(ValueError, match="outside /run"):
+        Settings("p", {"/dev/hugepages": "/d/huge"}, {}).command()
 
 
 def test_pod_paths_go_through_the_allocate_mounts() -> None:
@@ -183,9 +180,11 @@ def test_the_callers_own_command_line_does_not_hold_the_directory(tmp_path: Path
     assert done.stdout.strip() == "['sleep']"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root")
 def test_a_memif_pods_testpmd_opens_the_queue_pairs_its_numanet_json_names(
         tmp_path: Path) -> None:
-    # numanet.json as the CNI writes it (its own writer), read the way the demo's pod does.
+    """The pod's command run for real (its mount namespace, numanet-app on numanet.json as
+    the CNI writes it), with ``echo`` in place of testpmd to show the words it would get."""
     from cni.container_config import ContainerView, write_container_config
     from cni.result import IpamResult
     from deviceplugin import naming
@@ -199,19 +198,23 @@ def test_a_memif_pods_testpmd_opens_the_queue_pairs_its_numanet_json_names(
     write_container_config(slot, ContainerView("net", "net1", "02:00:00:00:00:03",
                                                IpamResult(), queues=3))
     pod = Pod("demo", "pod-a", "memif-ovs", "numanet.io/memif-ovs", "ns",
-              device_id=device_id, mounts={str(container_dir): str(host_dir)})
-
+              device_id=device_id, mounts={str(container_dir): str(host_dir)},
+              env={naming.pool_env_name("memif-ovs"): device_id})
     iface = pod.read_interface()
-
     assert (iface.kind, iface.role, iface.queues) == ("memif", "slave", 3)
-    assert iface.socket == host_dir / "sock"
-    port = Port(iface.kind, iface.socket, iface.role, iface.mac, iface.memif_id,
-                iface.queues or 1)
-    command = Settings(port, "p").command()
-    app = command[command.index("--") + 1:]
-    assert "--rxq=3" in app and "--txq=3" in app
-    assert f"--vdev=net_memif0,role=client,id=0,socket={host_dir}/sock,socket-abstract=no," \
-        "mac=02:00:00:00:00:03" in command
+    cpu = min(os.sched_getaffinity(0))
+
+    settings = Settings("p", pod.mounts, pod.env, cpus=(cpu, cpu), binary="echo")
+    done = subprocess.run(settings.command(), capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    words = done.stdout.splitlines()[-1].split()
+    # The socket as the container sees it, DPDK's client role for the container's slave.
+    assert f"--vdev=net_memif0,role=client,id=0,socket={container_dir}/sock," \
+        "socket-abstract=no,mac=02:00:00:00:00:03" in " ".join(words)
+    app = words[words.index("--") + 1:]
+    assert app[:2] == ["--rxq=3", "--txq=3"] and "-i" in app
+    assert "--file-prefix=p" in words
 
 
 def test_memif_pods_get_the_pages_ovs_spends_on_their_ports() -> None:
