@@ -18,12 +18,14 @@ import yaml
 
 from deviceplugin import naming
 from deviceplugin.config import (
+    FRONTENDS,
     MAX_NUMA_ID,
     MAX_SLOTS_PER_NODE,
     POOL_KINDS,
     SOCKET_KINDS,
     VSWITCHES,
     Config,
+    Frontend,
     HugepagesConfig,
     NicSelectors,
     OvsConfig,
@@ -171,6 +173,7 @@ class _Parser:
         hugepages = self.hugepages(top.get("hugepages", {}))
         ovs, vpp = self.vswitches(top.get("vswitches", {}))
         pools = self.pools(top["pools"]) if "pools" in top else default_pools()
+        self.dra_names_fit(prefix, pools)
         return Config(resource_prefix=prefix, hugepages=hugepages, ovs=ovs, vpp=vpp, pools=pools)
 
     def prefix(self, value: Any) -> str:
@@ -251,6 +254,17 @@ class _Parser:
         self.env_names_distinct(pools)
         return tuple(pools)
 
+    def dra_names_fit(self, prefix: str, pools: tuple[PoolConfig, ...]) -> None:
+        # A DRA pool's resource name is a ResourceSlice attribute value (Multus matches it
+        # with the NAD's): the API server takes at most 64 characters there.
+        for i, pool in enumerate(pools):
+            resource = naming.resource_name(prefix, pool.name)
+            if pool.is_dra and len(resource) > naming.MAX_DRA_ATTRIBUTE_VALUE:
+                raise self.error(f"pools[{i}].name", f"gives resource name {resource!r} "
+                                 f"({len(resource)} characters), longer than the "
+                                 f"{naming.MAX_DRA_ATTRIBUTE_VALUE} a ResourceSlice attribute "
+                                 "takes: shorten the pool name for frontend: dra")
+
     def env_names_distinct(self, pools: list[PoolConfig]) -> None:
         # NUMANET_<POOL>_NUMA of pool "a" is NUMANET_<POOL> of pool "a-numa": refuse the pair.
         owners: dict[str, int] = {}
@@ -265,7 +279,7 @@ class _Parser:
     def pool(self, value: Any, key: str) -> PoolConfig:
         section = self.mapping(value, key, (
             "name", "kind", "vswitch", "mode", "role", "memifMode", "slotsPerNode",
-            "numaNodes", "selectors", "ringSize", "bufferSize"))
+            "numaNodes", "selectors", "ringSize", "bufferSize", "frontend"))
         if "name" not in section:
             raise self.error(f"{key}.name", "is missing: every pool needs a name (a DNS label "
                              "such as vhostuser-ovs)")
@@ -278,8 +292,10 @@ class _Parser:
             if option in section and kind not in kinds:
                 raise self.error(f"{key}.{option}", f"applies only to pools of kind "
                                  f"{' or '.join(kinds)}, not {kind}: remove it")
+        frontend: Frontend = self.string(section.get("frontend", "deviceplugin"),  # type: ignore[assignment]
+                                         f"{key}.frontend", FRONTENDS)
         if kind == "dpdk-nic":
-            return PoolConfig(name=name, kind=kind,
+            return PoolConfig(name=name, kind=kind, frontend=frontend,
                               selectors=self.selectors(section.get("selectors"),
                                                        f"{key}.selectors"))
         if "vswitch" not in section:
@@ -316,7 +332,7 @@ class _Parser:
             name=name, kind=kind, vswitch=vswitch, mode=mode, role=role, memif_mode=memif_mode,
             slots_per_node=slots, numa_nodes=self.numa_nodes(section.get("numaNodes", "auto"),
                                                              f"{key}.numaNodes"),
-            ring_size=ring_size, buffer_size=buffer_size,
+            ring_size=ring_size, buffer_size=buffer_size, frontend=frontend,
         )
 
     def pool_name(self, value: Any, key: str) -> str:
