@@ -50,3 +50,28 @@ class Node:
         self.manager.update(self.config, discover(self.sysfs.root),
                             {"ovs": VSwitchState("ovs", self.ovs_healthy,
                                                  poll_nodes=frozenset({0, 1}))})
+
+
+def allocated_claim(name: str, pod: str, pod_uid: str,
+                    results: list[tuple[str, str, str]], namespace: str = "default",
+                    node: str = "worker-1", driver: str = "numanet.io") -> dict:
+    """A ResourceClaim as the scheduler leaves it: allocated on ``node`` and reserved for
+    the pod; ``results`` are (request, pool, device) with the pool as published."""
+    requests = sorted({r for r, _, _ in results})
+    return {
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"devices": {"requests": [
+            {"name": r, "exactly": {"deviceClassName": driver, "allocationMode": "ExactCount",
+                                    "count": sum(1 for q, _, _ in results if q == r)}}
+            for r in requests]}},
+        "status": {
+            "allocation": {
+                "devices": {"results": [{"request": r, "driver": driver, "pool": p,
+                                         "device": d} for r, p, d in results]},
+                "nodeSelector": {"nodeSelectorTerms": [{"matchFields": [
+                    {"key": "metadata.name", "operator": "In", "values": [node]}]}]},
+            },
+            "reservedFor": [{"resource": "pods", "name": pod, "uid": pod_uid}],
+        },
+    }
