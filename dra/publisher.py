@@ -154,9 +154,25 @@ class SliceSync:
         self._unsubscribe: Callable[[], None] | None = None
         self.last_error: str = ""
         self.in_sync = threading.Event()
+        self._published_key: object = None
+
+    def _key(self) -> object:
+        """What the slices depend on: the DRA pools' generations (the manager moves a
+        pool's generation when a device comes, goes, or changes health or NUMA node, or
+        the pool's config changes). Allocations notify listeners too, without moving it:
+        they must not cost a rebuild of thousands of devices."""
+        config = self.manager.config
+        if config is None:
+            return None
+        views = [(name, self.manager.pool(name)) for name in config.pools_of("dra")]
+        return tuple((name, view.generation if view else None) for name, view in views)
+
+    def _on_change(self, _pools: frozenset[str]) -> None:
+        if self._key() != self._published_key:
+            self.wake()
 
     def start(self) -> None:
-        self._unsubscribe = self.manager.subscribe(lambda _pools: self.wake())
+        self._unsubscribe = self.manager.subscribe(self._on_change)
         self._thread = threading.Thread(target=self._run, name="dra-slices", daemon=True)
         self._thread.start()
         self.wake()
@@ -186,6 +202,7 @@ class SliceSync:
             if self._stop.is_set():
                 return
             self._wake.clear()
+            key = self._key()
             try:
                 self.publisher.publish(dra_pools(self.manager))
             except Exception as exc:  # API server away, conflict: try again later
@@ -197,6 +214,7 @@ class SliceSync:
                 self._wake.set()
                 continue
             backoff = _BACKOFF_START_S
+            self._published_key = key
             self.last_error = ""
             if not self._wake.is_set():
                 self.in_sync.set()
