@@ -229,7 +229,7 @@ class Agent:
     # after an OVS outage the records are plugged again (a no-op while OVS kept them).
 
     def _start_cni_service(self) -> None:
-        from cni.prepare import prepare_ports
+        from cni.prepare import prepare_ports, remove_prepared
         from cni.replay import adopt, replay
         from cni.service import start_agent_service
 
@@ -253,7 +253,17 @@ class Agent:
             if self.cni_service is service and self.config.ovs.prepare_at_allocate:
                 prepare_ports(service.context, [s for s in slots if s.vswitch == "ovs"])
 
+        def remove_prepared_port(device_id: str) -> None:
+            # A DRA claim unprepared before any pod claimed its port: the port goes too.
+            if self.cni_service is service:
+                try:
+                    service.context.background.submit(remove_prepared, service.context,
+                                                      device_id)
+                except RuntimeError:  # the CNI service is stopping
+                    pass
+
         self.allocator.on_allocated(prepare_allocated)
+        self.allocator.on_released(remove_prepared_port)
         self.vswitch_monitor.on_recovered(replay_ports)
         # Runs now, on this thread, for the vSwitches already healthy; later for the others.
         self.vswitch_monitor.on_first_healthy(adopt_ports)

@@ -77,11 +77,17 @@ class Allocator:
         # Allocate that gave the device out again meanwhile.
         self._allocating = threading.Lock()
         self._listeners: list[Callable[[list[Slot]], None]] = []
+        self._release_listeners: list[Callable[[str], None]] = []
 
     def on_allocated(self, listener: Callable[[list[Slot]], None]) -> None:
         """Call ``listener(slots)`` once the kubelet has the answer of a successful
         Allocate (``announce``), on a gRPC thread: slow work must be handed off."""
         self._listeners.append(listener)
+
+    def on_released(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(device_id)`` after an allocation was released (a DRA claim
+        unprepared, GC), so what was made for it ahead (a prepared port) can go too."""
+        self._release_listeners.append(listener)
 
     def announce(self, pool: str, device_ids: Sequence[str]) -> None:
         """Tell the listeners about devices an Allocate gave out."""
@@ -222,6 +228,11 @@ class Allocator:
             released = self.manager.allocations.release(device_id)
         self.manager.notify_allocation(record.pool)
         log.info("allocation released device_id=%s pool=%s", device_id, record.pool)
+        for listener in list(self._release_listeners):
+            try:
+                listener(device_id)
+            except Exception:  # noqa: BLE001 - one listener must not silence the others
+                log.exception("release listener failed device_id=%s", device_id)
         return released
 
     def restore(self) -> int:

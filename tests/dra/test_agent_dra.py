@@ -193,6 +193,19 @@ def test_a_node_1_slot_is_published_prepared_and_claimed_by_the_cni(bed: Bed):
     assert agent.status()["dra"]["preparedClaims"] == 0
 
 
+def test_a_port_prepared_for_a_claim_no_pod_used_goes_at_unprepare(bed: Bed):
+    assert _wait(lambda: len(bed.apiserver.devices(NODE, DRIVER)) == 4)
+    bed.apiserver.add_claim(allocated_claim("net", "pod-a", "uid-a",
+                                            [("net", f"{NODE}/vhostuser-ovs",
+                                              "vhostuser-ovs-n0-001")]))
+    bed.kubelet.wait_registered(DRIVER)
+    bed.kubelet.prepare_pod("default", "pod-a", "uid-a", ["net"])
+    assert bed.switch.prepared_event.wait(10)
+    assert bed.switch.port("vhostuser-ovs-n0-001") is not None
+    bed.kubelet.unprepare_pod("default", "uid-a")  # the pod never started
+    assert _wait(lambda: bed.switch.port("vhostuser-ovs-n0-001") is None)
+
+
 def test_vswitch_down_empties_the_slice_and_the_agent_stop_deletes_it(bed: Bed):
     assert _wait(lambda: len(bed.apiserver.devices(NODE, DRIVER)) == 4)
     bed.switch.set_health(False, "down for the test")
