@@ -16,6 +16,7 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY numa ./numa
 COPY vswitch ./vswitch
 COPY deviceplugin ./deviceplugin
+COPY dra ./dra
 COPY cni ./cni
 COPY protos ./protos
 COPY agent ./agent

@@ -26,7 +26,7 @@ test: debian-packages venv
 	@command -v kubectl >/dev/null || [ -x $(VENV)/bin/kubectl ] || sh deploy/tools/fetch-kubectl.sh $(VENV)/bin/kubectl
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-PACKAGES := numa vswitch protos deviceplugin cni agent webhook demo app
+PACKAGES := numa vswitch protos deviceplugin dra cni agent webhook demo app
 
 # ruff, mypy, and the packages' direction (.importlinter, docs/architecture.md).
 lint: venv

@@ -3,15 +3,17 @@
 Start order: config (a bad file stops here with one line and exit code 2) -> topology ->
 vSwitch monitor (connects in the background, one thread per vSwitch; a vSwitch that is
 absent or down only makes its slots Unhealthy, and is retried) -> resource manager ->
-status file and metrics -> one gRPC server per pool, registered with the kubelet and
-re-registered after kubelet restarts -> the CNI service on ``<run-dir>/cni.sock``, and
-the adoption of the attachments the CNI recorded before this start (at once for the
-healthy vSwitches, later for the others) -> a refresher that re-reads topology, vSwitch
-health and the config file every ``--refresh-interval`` seconds and at once on udev
-events (NICs only on udev events and every ``--nic-rescan-interval`` seconds:
-deviceplugin/topology_scan.py). SIGTERM or SIGINT stops it all in reverse order,
-removing the plugin sockets, the CNI socket, the device-info files and the status file
-it created (CDI specs stay for container restarts).
+status file and metrics -> one gRPC server per device-plugin pool, registered with the
+kubelet and re-registered after kubelet restarts -> for pools with ``frontend: dra`` the
+DRA front end (dra/: ResourceSlices published, the kubelet DRA plugin) -> the CNI
+service on ``<run-dir>/cni.sock``, and the adoption of the attachments the CNI recorded
+before this start (at once for the healthy vSwitches, later for the others) -> a
+refresher that re-reads topology, vSwitch health and the config file every
+``--refresh-interval`` seconds and at once on udev events (NICs only on udev events and
+every ``--nic-rescan-interval`` seconds: deviceplugin/topology_scan.py). SIGTERM or
+SIGINT stops it all in reverse order, removing the plugin sockets, the CNI socket, the
+device-info files and the status file it created (CDI specs stay for container
+restarts), and the DRA front end its ResourceSlices.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,7 +36,7 @@ from agent.config_file import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from agent.status_file import StatusWriter, build_status, pool_usage, status_path
 from agent.topology_scan import DEFAULT_NIC_INTERVAL, TopologyScanner
 from agent.vswitches import Factory, VSwitchMonitor, default_factory
-from cni.prepare import prepare_ports
+from cni.prepare import prepare_ports, remove_prepared
 from cni.reconcile import PERIODIC_MIN_AGE, release_unheld
 from cni.replay import adopt, replay
 from cni.service import start_agent_service
@@ -71,6 +74,12 @@ class AgentOptions:
     reconcile_interval: float = 300.0
     udev: bool = True
     vswitch_factory: Factory = field(default=default_factory, compare=False)
+    # DRA pools (frontend: dra): this node's name in the API, how to reach the API server
+    # (None: the pod's service account) and where claims' CDI specs go.
+    node_name: str = field(default_factory=lambda: os.environ.get("NODE_NAME")
+                           or socket.gethostname())
+    kubeconfig: Path | None = None
+    dra_cdi_dir: Path = naming.CDI_DIR
 
     @property
     def plugin_dir(self) -> Path:
@@ -99,6 +108,7 @@ class Agent:
                                         on_registered=self._on_registered)
         self.status_writer = StatusWriter(status_path(options.run_dir), self.status)
         self.cni_service: Any = None  # set by _start_cni_service
+        self.dra: Any = None  # dra.frontend.DraFrontend while DRA pools are configured
         self.metrics_server: metrics.MetricsServer | None = None
         self._metrics_view = metrics.AgentView(self._slot_rows, self._vswitch_rows)
         self._hotplug: Any = None
@@ -135,8 +145,9 @@ class Agent:
         self.manager.subscribe(self.status_writer.mark_dirty)
         self.status_writer.start()
         self._start_metrics()
-        self.plugins.sync(self.manager.pool_names())
+        self.plugins.sync(self._device_plugin_pools())
         self.plugins.start()
+        self._maybe_start_dra()
         self._start_cni_service()
         self._refresher = threading.Thread(target=self._refresh_loop, name="refresher",
                                            daemon=True)
@@ -150,6 +161,7 @@ class Agent:
             ("hotplug", self._stop_hotplug),
             ("refresher", self._stop_refresher),
             ("cni service", self._stop_cni_service),
+            ("DRA front end", self._stop_dra),
             ("device plugins", self.plugins.stop),
             ("device-info files", self.allocator.cleanup),
             ("metrics", self._stop_metrics),
@@ -177,7 +189,8 @@ class Agent:
             return
         result = self.manager.update(self.config, topology, self.vswitch_monitor.states())
         if result.added or result.removed or self._resources_changed():
-            self.plugins.sync(self.manager.pool_names())
+            self.plugins.sync(self._device_plugin_pools())
+        self._maybe_start_dra()
         self.status_writer.mark_dirty()
         self._maybe_reconcile()
 
@@ -196,8 +209,11 @@ class Agent:
             pass
 
     def status(self) -> dict[str, Any]:
-        return build_status(self.manager, self.plugins.status(), self.vswitch_monitor.states(),
-                            self.started_at, str(self.options.config_path))
+        status = build_status(self.manager, self.plugins.status(), self.vswitch_monitor.states(),
+                              self.started_at, str(self.options.config_path))
+        if self.dra is not None:
+            status["dra"] = self.dra.status()
+        return status
 
     # --- CNI service hook ---------------------------------------------------------------
     # The CNI service (cni.service) runs inside the agent. What it uses from the agent:
@@ -235,7 +251,17 @@ class Agent:
             if self.cni_service is service and self.config.ovs.prepare_at_allocate:
                 prepare_ports(service.context, [s for s in slots if s.vswitch == "ovs"])
 
+        def remove_prepared_port(device_id: str) -> None:
+            # A DRA claim unprepared before any pod claimed its port: the port goes too.
+            if self.cni_service is service:
+                try:
+                    service.context.background.submit(remove_prepared, service.context,
+                                                      device_id)
+                except RuntimeError:  # the CNI service is stopping
+                    pass
+
         self.allocator.on_allocated(prepare_allocated)
+        self.allocator.on_released(remove_prepared_port)
         self.vswitch_monitor.on_recovered(replay_ports)
         # Runs now, on this thread, for the vSwitches already healthy; later for the others.
         self.vswitch_monitor.on_first_healthy(adopt_ports)
@@ -244,6 +270,33 @@ class Agent:
         service, self.cni_service = self.cni_service, None
         if service is not None:
             service.stop()
+
+    # --- DRA front end (dra/): pools with frontend: dra ---
+
+    def _device_plugin_pools(self) -> list[str]:
+        served = set(self.config.pools_of("deviceplugin"))
+        return [name for name in self.manager.pool_names() if name in served]
+
+    def _maybe_start_dra(self) -> None:
+        if self.dra is not None or not self.config.pools_of("dra"):
+            return
+        from dra.frontend import DraFrontend, DraSettings
+
+        opts = self.options
+        try:
+            self.dra = DraFrontend(DraSettings(
+                node=opts.node_name, kubelet_dir=opts.kubelet_dir, run_dir=opts.run_dir,
+                cdi_dir=opts.dra_cdi_dir, kubeconfig=opts.kubeconfig),
+                self.manager, self.allocator, on_registered=self.status_writer.mark_dirty)
+            self.dra.start()
+        except Exception as exc:  # no API server credentials: the device plugin pools go on
+            log.error("DRA front end not started, retrying next round error=%s", exc)
+            self.dra = None
+
+    def _stop_dra(self) -> None:
+        dra, self.dra = self.dra, None
+        if dra is not None:
+            dra.stop()
 
     # --- internals ---
 
@@ -323,6 +376,8 @@ class Agent:
 
     def _ready(self) -> tuple[bool, str]:
         waiting = [p.pool for p in self.plugins.status() if not p.registered]
+        if self.config.pools_of("dra") and (self.dra is None or not self.dra.plugin.registered):
+            waiting.append("DRA plugin")
         return not waiting, f"not registered with the kubelet yet: {', '.join(waiting)}"
 
     def _slot_rows(self) -> list[metrics.SlotRow]:
@@ -391,6 +446,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s; with --no-udev NICs are read every round)")
     parser.add_argument("--reconcile-interval", type=float, default=300.0, help=hidden)
     parser.add_argument("--no-udev", action="store_true", help=hidden)
+    parser.add_argument("--node-name", default=os.environ.get("NODE_NAME") or socket.gethostname(),
+                        help="this node's name in the API, for the ResourceSlices of DRA pools "
+                             "(default $NODE_NAME, else the host name)")
+    parser.add_argument("--kubeconfig", type=Path, default=None,
+                        help="kubeconfig for the API server (DRA pools); default: the pod's "
+                             "service account")
+    parser.add_argument("--dra-cdi-dir", type=Path, default=naming.CDI_DIR, help=hidden)
     parser.add_argument("--log-level", default=os.environ.get("NUMANET_LOG_LEVEL", "INFO"),
                         help=hidden)
 
@@ -403,6 +465,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         slot_group=_group_id(args.slot_group), refresh_interval=args.refresh_interval,
         nic_rescan_interval=args.nic_rescan_interval,
         reconcile_interval=args.reconcile_interval, udev=not args.no_udev,
+        node_name=args.node_name, kubeconfig=args.kubeconfig, dra_cdi_dir=args.dra_cdi_dir,
     )
 
 

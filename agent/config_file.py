@@ -40,12 +40,14 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from deviceplugin import naming
 from deviceplugin.config import (
+    FRONTENDS,
     MAX_NUMA_ID,
     MAX_SLOTS_PER_NODE,
     POOL_KINDS,
     SOCKET_KINDS,
     VSWITCHES,
     Config,
+    Frontend,
     HugepagesConfig,
     NicSelectors,
     OvsConfig,
@@ -313,6 +315,7 @@ class _Pool(_Section):
     selectors: _Selectors | None = None
     ring_size: _RingSize | MISSING = MISSING
     buffer_size: Annotated[int, _between(128, 65535)] | MISSING = MISSING
+    frontend: Annotated[Frontend, _must(f"one of {', '.join(FRONTENDS)}")] = "deviceplugin"
 
     @classmethod
     def _given(cls, data: Mapping[str, Any]) -> None:
@@ -357,14 +360,15 @@ class _Pool(_Section):
     def record(self) -> PoolConfig:
         if self.kind == "dpdk-nic":  # _given makes sure it has selectors
             selectors = self.selectors.record() if self.selectors is not None else None
-            return PoolConfig(name=self.name, kind=self.kind, selectors=selectors)
+            return PoolConfig(name=self.name, kind=self.kind, selectors=selectors,
+                              frontend=self.frontend)
         vhost = self.kind == "vhost-user"
         return PoolConfig(
             name=self.name, kind=self.kind, vswitch=_or_none(self.vswitch),
             mode=self.mode if vhost else None, role=None if vhost else self.role,
             memif_mode=None if vhost else self.memif_mode, slots_per_node=self.slots_per_node,
             numa_nodes=self.numa_nodes, ring_size=_or_none(self.ring_size),
-            buffer_size=_or_none(self.buffer_size),
+            buffer_size=_or_none(self.buffer_size), frontend=self.frontend,
         )
 
 
@@ -409,6 +413,19 @@ class _Config(_Section):
                                   i, "name")
                 owners[env] = i
         return pools
+
+    @model_validator(mode="after")
+    def _dra_names_fit(self) -> Self:
+        # A DRA pool's resource name is a ResourceSlice attribute value (Multus matches it
+        # with the NAD's): the API server takes at most 64 characters there.
+        for i, pool in enumerate([] if self.pools is MISSING else self.pools):
+            resource = naming.resource_name(self.resource_prefix, pool.name)
+            if pool.frontend == "dra" and len(resource) > naming.MAX_DRA_ATTRIBUTE_VALUE:
+                raise _refuse(f"gives resource name {resource!r} ({len(resource)} characters), "
+                              f"longer than the {naming.MAX_DRA_ATTRIBUTE_VALUE} a ResourceSlice "
+                              "attribute takes: shorten the pool name for frontend: dra",
+                              "pools", i, "name")
+        return self
 
     def record(self) -> Config:
         pages, ovs, vpp = self.hugepages, self.vswitches.ovs, self.vswitches.vpp

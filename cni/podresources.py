@@ -5,6 +5,12 @@ network config is only trusted when the kubelet lists it for that pod and resour
 ``Get`` is used when the kubelet serves it; a kubelet without it (UNIMPLEMENTED, or the
 ``KubeletPodResourcesGet`` gate off, which answers UNKNOWN "...Get method disabled")
 is asked with ``List`` from then on.
+
+A device allocated through DRA (dra/) is in the container's ``dynamic_resources``: each
+claim's devices with driver, pool and device name as the ResourceSlice published them.
+It counts as the resource ``<driver>/<pool>`` (the pool part after the node's ``/``),
+device ``<device name>`` read back into the slot ID: for numanet's driver exactly the
+resource name and device ID a device-plugin allocation has.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import grpc
 
 from cni import errors
 from cni.errors import CniError
+from deviceplugin import naming
 from protos.podresources.v1 import api_pb2, api_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -141,6 +148,15 @@ def _devices(pod: api_pb2.PodResources) -> dict[str, set[str]]:
     for container in pod.containers:
         for dev in container.devices:
             out.setdefault(dev.resource_name, set()).update(dev.device_ids)
+        for claim in container.dynamic_resources:
+            for res in claim.claim_resources:
+                try:
+                    device_id = naming.device_id_of_dra_name(res.device_name)
+                except naming.InvalidName:
+                    continue  # another driver's device
+                resource = naming.resource_name(res.driver_name,
+                                                naming.pool_of_dra_pool(res.pool_name))
+                out.setdefault(resource, set()).add(device_id)
     return out
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +50,21 @@ class AllocatorSettings:
 
 
 @dataclass(frozen=True)
-class _Edits:
+class DeviceEdits:
+    """What a container gets for one device besides the environment."""
+
     mounts: tuple[cdi.CdiMount, ...] = ()
     nodes: tuple[cdi.CdiDeviceNode, ...] = ()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Devices given out by one Allocate or one claim's Prepare."""
+
+    slots: tuple[Slot, ...]
+    edits: tuple[DeviceEdits, ...]  # per slot
+    env: Mapping[str, str]  # NUMANET_<POOL>, NUMANET_<POOL>_NUMA, PCIDEVICE_...
+    cdi_prefix: str | None  # set when per-slot CDI specs were written
 
 
 class Allocator:
@@ -65,11 +77,17 @@ class Allocator:
         # Allocate that gave the device out again meanwhile.
         self._allocating = threading.Lock()
         self._listeners: list[Callable[[list[Slot]], None]] = []
+        self._release_listeners: list[Callable[[str], None]] = []
 
     def on_allocated(self, listener: Callable[[list[Slot]], None]) -> None:
         """Call ``listener(slots)`` once the kubelet has the answer of a successful
         Allocate (``announce``), on a gRPC thread: slow work must be handed off."""
         self._listeners.append(listener)
+
+    def on_released(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(device_id)`` after an allocation was released (a DRA claim
+        unprepared, GC), so what was made for it ahead (a prepared port) can go too."""
+        self._release_listeners.append(listener)
 
     def announce(self, pool: str, device_ids: Sequence[str]) -> None:
         """Tell the listeners about devices an Allocate gave out."""
@@ -117,40 +135,55 @@ class Allocator:
         return slots
 
     def allocate(self, pool: str, device_ids: Sequence[str]) -> api_pb2.ContainerAllocateResponse:
+        grant = self.grant(pool, device_ids)
+        response = api_pb2.ContainerAllocateResponse()
+        for slot, edits in zip(grant.slots, grant.edits, strict=True):
+            if grant.cdi_prefix is not None:
+                response.cdi_devices.add(name=cdi.cdi_device_name(grant.cdi_prefix,
+                                                                  slot.device_id))
+            else:
+                _add_edits(response, edits)
+        response.envs.update(grant.env)
+        return response
+
+    def grant(self, pool: str, device_ids: Sequence[str]) -> Grant:
+        """What Allocate and a DRA claim's Prepare share: the slots of ``device_ids``
+        resolved, their directories and device-info files written (and per-slot CDI specs
+        for a device-plugin pool with a CDI directory), their allocation records kept;
+        returns each slot's mounts and device nodes and the container environment."""
         slots = self.resolve(pool, device_ids)
         config = self.manager.config
         if config is None:  # pragma: no cover - servers start after the first update
             raise AllocateError("the agent has no configuration yet")
         prefix = config.resource_prefix
-        response = api_pb2.ContainerAllocateResponse()
         devinfo: list[Path] = []
         specs: list[Path] = []
+        cdi_dir = self._slot_cdi_dir(config, pool)
         with self._allocating:
-            self._give_out(slots, config, response, devinfo, specs, device_ids)
+            edits = self._give_out(slots, config, cdi_dir, devinfo, specs, device_ids)
         with self._lock:
             self._written.update(devinfo)
-        response.envs.update(container_env(prefix, pool, slots))
         self.manager.notify_allocation(pool)
-        return response
+        return Grant(tuple(slots), tuple(edits), container_env(prefix, pool, slots),
+                     prefix if cdi_dir is not None else None)
 
-    def _give_out(self, slots: list[Slot], config: Config,
-                  response: api_pb2.ContainerAllocateResponse, devinfo: list[Path],
-                  specs: list[Path], device_ids: Sequence[str]) -> None:
+    def _give_out(self, slots: list[Slot], config: Config, cdi_dir: Path | None,
+                  devinfo: list[Path], specs: list[Path],
+                  device_ids: Sequence[str]) -> list[DeviceEdits]:
         """Slot directories, device-info files (and CDI specs) and the allocation records;
         on failure, the files written so far go again."""
         prefix = config.resource_prefix
+        given: list[DeviceEdits] = []
         try:
             for slot in slots:
-                edits = self._edits(slot, config.hugepages)
+                edits = self.edits(slot, config.hugepages)
                 if slot.host_dir is not None:
                     self._prepare_slot_dir(slot.host_dir)
                 devinfo.append(write_device_info(slot, self.settings.devinfo_dir))
-                if self.settings.cdi_dir is not None:
-                    specs.append(cdi.write_spec(self.settings.cdi_dir, prefix, slot.device_id,
+                if cdi_dir is not None:
+                    specs.append(cdi.write_spec(cdi_dir, prefix, slot.device_id,
                                                 edits.mounts, edits.nodes))
-                    response.cdi_devices.add(name=cdi.cdi_device_name(prefix, slot.device_id))
-                else:
-                    _add_edits(response, edits)
+                given.append(edits)
             for slot in slots:
                 self.manager.allocations.record(slot.device_id, slot.pool, slot.resource,
                                                 slot.numa_node)
@@ -160,6 +193,15 @@ class Allocator:
                 raise
             raise AllocateError(f"cannot prepare devices {', '.join(device_ids)}: {exc}") \
                 from exc
+        return given
+
+    def _slot_cdi_dir(self, config: Config | None, pool: str) -> Path | None:
+        """Where a pool's per-slot CDI specs go: none for a DRA pool (its claims carry
+        their own spec, dra/prepare.py) and none without ``--cdi-dir``."""
+        pool_config = config.pool(pool) if config is not None else None
+        if pool_config is not None and pool_config.is_dra:
+            return None
+        return self.settings.cdi_dir
 
     def all(self) -> dict[str, AllocationRecord]:
         """Every device the kubelet allocated and no one released (device ID -> record)."""
@@ -177,15 +219,20 @@ class Allocator:
                 return False
             paths = [naming.devinfo_path(record.resource, device_id, self.settings.devinfo_dir)]
             config = self.manager.config
-            if self.settings.cdi_dir is not None and config is not None:
-                paths.append(cdi.spec_path(self.settings.cdi_dir, config.resource_prefix,
-                                           device_id))
+            cdi_dir = self._slot_cdi_dir(config, record.pool)
+            if cdi_dir is not None and config is not None:
+                paths.append(cdi.spec_path(cdi_dir, config.resource_prefix, device_id))
             remove_files(paths)
             with self._lock:
                 self._written.difference_update(paths)
             released = self.manager.allocations.release(device_id)
         self.manager.notify_allocation(record.pool)
         log.info("allocation released device_id=%s pool=%s", device_id, record.pool)
+        for listener in list(self._release_listeners):
+            try:
+                listener(device_id)
+            except Exception:  # noqa: BLE001 - one listener must not silence the others
+                log.exception("release listener failed device_id=%s", device_id)
         return released
 
     def restore(self) -> int:
@@ -199,9 +246,10 @@ class Allocator:
                 continue
             try:
                 path = write_device_info(device.slot, self.settings.devinfo_dir)
-                if self.settings.cdi_dir is not None:
-                    edits = self._edits(device.slot, config.hugepages)
-                    cdi.write_spec(self.settings.cdi_dir, config.resource_prefix,
+                cdi_dir = self._slot_cdi_dir(config, record.pool)
+                if cdi_dir is not None:
+                    edits = self.edits(device.slot, config.hugepages)
+                    cdi.write_spec(cdi_dir, config.resource_prefix,
                                    record.device_id, edits.mounts, edits.nodes)
             except (OSError, AllocateError) as exc:
                 log.warning("cannot restore device files device_id=%s error=%s",
@@ -223,7 +271,7 @@ class Allocator:
 
     # --- internals ---
 
-    def _edits(self, slot: Slot, hugepages: HugepagesConfig) -> _Edits:
+    def edits(self, slot: Slot, hugepages: HugepagesConfig) -> DeviceEdits:
         """What the container gets for one device: mounts and device nodes."""
         pages = cdi.CdiMount(str(hugepages.path), str(hugepages.path))
         if slot.kind == "dpdk-nic":
@@ -235,9 +283,10 @@ class Allocator:
                 cdi.CdiDeviceNode(VFIO_CONTAINER, str(self.settings.vfio_dir / "vfio")),
                 cdi.CdiDeviceNode(f"/dev/vfio/{group}", str(self.settings.vfio_dir / group)),
             )
-            return _Edits(mounts=(pages,), nodes=nodes)
+            return DeviceEdits(mounts=(pages,), nodes=nodes)
         assert slot.host_dir is not None and slot.container_dir is not None
-        return _Edits(mounts=(cdi.CdiMount(str(slot.host_dir), str(slot.container_dir)), pages))
+        return DeviceEdits(mounts=(cdi.CdiMount(str(slot.host_dir), str(slot.container_dir)),
+                                   pages))
 
     def _prepare_slot_dir(self, path: Path) -> None:
         try:
@@ -284,7 +333,7 @@ def container_env(prefix: str, pool: str, slots: Sequence[Slot]) -> dict[str, st
     return env
 
 
-def _add_edits(response: api_pb2.ContainerAllocateResponse, edits: _Edits) -> None:
+def _add_edits(response: api_pb2.ContainerAllocateResponse, edits: DeviceEdits) -> None:
     have_mounts = {m.container_path for m in response.mounts}
     for mount in edits.mounts:
         if mount.container_path not in have_mounts:

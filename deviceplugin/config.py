@@ -22,6 +22,10 @@ PoolKind = Literal["vhost-user", "memif", "dpdk-nic"]
 POOL_KINDS = ("vhost-user", "memif", "dpdk-nic")
 SOCKET_KINDS = ("vhost-user", "memif")
 VSWITCHES = ("ovs", "vpp")
+# Who gives a pool's slots to pods: the kubelet device plugin (extended resources) or a
+# DRA driver (ResourceSlices, claims prepared by the kubelet's DRA plugin: dra/).
+Frontend = Literal["deviceplugin", "dra"]
+FRONTENDS = ("deviceplugin", "dra")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,11 @@ class PoolConfig:
     selectors: NicSelectors | None = None  # dpdk-nic only
     ring_size: int | None = None
     buffer_size: int | None = None
+    frontend: Frontend = "deviceplugin"
+
+    @property
+    def is_dra(self) -> bool:
+        return self.frontend == "dra"
 
     @property
     def is_socket_kind(self) -> bool:
@@ -102,6 +111,10 @@ class Config:
 
     def resource(self, pool: str) -> str:
         return naming.resource_name(self.resource_prefix, pool)
+
+    def pools_of(self, frontend: Frontend) -> tuple[str, ...]:
+        """Names of the pools served by ``frontend``, in config order."""
+        return tuple(p.name for p in self.pools if p.frontend == frontend)
 
     def vswitches_in_use(self) -> tuple[str, ...]:
         """vSwitches referenced by at least one pool, in a stable order."""

@@ -17,6 +17,7 @@ DEFAULT_RUN_DIR = Path("/run/numanet")
 DEFAULT_KUBELET_DIR = Path("/var/lib/kubelet")
 CONTAINER_RUN_DIR = Path("/run/numanet")
 DEVINFO_DIR = Path("/var/run/k8s.cni.cncf.io/devinfo/dp")
+CDI_DIR = Path("/var/run/cdi")  # where container runtimes read CDI specs
 SOCKET_NAME = "sock"
 CONTAINER_CONFIG_NAME = "numanet.json"
 MAX_DEVICE_ID = MAX_SLOT_ID
@@ -137,3 +138,42 @@ def pool_numa_env_name(pool: str) -> str:
 def pci_env_name(prefix: str, pool: str) -> str:
     """``PCIDEVICE_<PREFIX>_<POOL>``, the name SR-IOV users already know."""
     return f"PCIDEVICE_{_env_token(prefix)}_{_env_token(pool)}"
+
+
+# --- DRA (dra/): ResourceSlice names ----------------------------------------------------
+
+MAX_DRA_ATTRIBUTE_VALUE = 64  # the API server's limit on a string attribute
+_DRA_PCI_NAME = re.compile(r"^pci-([0-9a-f]{4})-([0-9a-f]{2})-([0-9a-f]{2})-([0-7])$")
+
+
+def dra_device_name(device_id: str) -> str:
+    """A device's name in a ResourceSlice (a DNS label): a slot ID as it is, a PCI address
+    ``0000:3b:00.1`` as ``pci-0000-3b-00-1``."""
+    validate_device_id(device_id)
+    if is_pci_address(device_id):
+        return "pci-" + re.sub(r"[:.]", "-", device_id)
+    return device_id
+
+
+def device_id_of_dra_name(name: str) -> str:
+    """The device ID behind a ResourceSlice device name (``dra_device_name`` reversed);
+    raises InvalidName for a name numanet never publishes."""
+    if not isinstance(name, str):
+        raise InvalidName(f"DRA device name {name!r} is not a string")
+    match = _DRA_PCI_NAME.fullmatch(name)
+    if match:
+        return f"{match[1]}:{match[2]}:{match[3]}.{match[4]}"
+    if is_pci_address(name) or not is_dns_label(name):
+        raise InvalidName(f"DRA device name {name!r} is not one numanet publishes")
+    return validate_device_id(name)
+
+
+def dra_pool_name(node: str, pool: str) -> str:
+    """A pool's name in the node's ResourceSlices: ``<node>/<pool>`` (unique in the
+    cluster, as the DRA pool name of a (driver, pool, device) triple must be)."""
+    return f"{node}/{validate_pool_name(pool)}"
+
+
+def pool_of_dra_pool(dra_pool: str) -> str:
+    """The numanet pool of a DRA pool name (``dra_pool_name`` reversed)."""
+    return dra_pool.rsplit("/", 1)[-1]

@@ -106,6 +106,7 @@ def _plan_nic_pool(pool: PoolConfig, resource: str, topology: Topology,
             device_id=naming.validate_device_id(nic.address),
             pool=pool.name, resource=resource, kind="dpdk-nic", numa_node=nic.numa_node,
             pci_address=nic.address, iommu_group=nic.iommu_group, pf_pci_address=nic.physfn,
+            pcie_root=nic.pcie_root,
         ))
     note = f"{len(slots)} NIC(s) match the selectors"
     return PoolPlan(pool, resource, tuple(slots), (), note)

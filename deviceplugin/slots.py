@@ -33,6 +33,7 @@ class Slot:
     pci_address: str | None = None  # dpdk-nic only
     iommu_group: str | None = None  # dpdk-nic only
     pf_pci_address: str | None = None  # dpdk-nic VF only: its PF (device-info pf-pci-address)
+    pcie_root: str | None = None  # dpdk-nic only: "pci0000:3a" (DRA pcieRoot attribute)
     # The pool's ringSize / bufferSize (socket kinds; None: the vSwitch's default). memif:
     # passed to the vSwitch and written in numanet.json (memif's slave, usually the
     # container, sizes the rings). vhost-user: numanet.json only, since the virtio side in

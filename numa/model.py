@@ -47,6 +47,9 @@ class PciNic:
     vfs: tuple[str, ...] = ()  # VF addresses when this is a PF, in virtfn order
     pf_name: str | None = None  # PF netdev for a VF, own netdev for a PF (pfNames selector)
     sriov_totalvfs: int = 0
+    # The PCIe root complex above it ("pci0000:3a"), as the kernel names it; DRA's
+    # resource.kubernetes.io/pcieRoot. None when sysfs does not show it.
+    pcie_root: str | None = None
 
     @property
     def is_vf(self) -> bool:

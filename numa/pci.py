@@ -5,6 +5,7 @@ A "NIC" is any function of PCI class 0x02 (network controller), PFs and VFs alik
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import replace
@@ -20,6 +21,7 @@ _NETWORK_CLASS = "02"
 _VIRTFN = re.compile(r"^virtfn(\d+)$")
 _PCI_ADDRESS = re.compile(f"^{PCI_ADDRESS_PATTERN}$")
 _HEX = re.compile(r"[0-9a-fA-F]+")
+_PCIE_ROOT = re.compile(r"^pci[0-9a-f]{4}:[0-9a-f]{2}$")
 
 
 def read_nics(fs: SysfsReader, node_ids: Iterable[int]) -> tuple[PciNic, ...]:
@@ -58,7 +60,18 @@ def _read_nic(
         physfn=fs.link_name(path / "physfn"),
         vfs=_vfs(fs, path, entries),
         sriov_totalvfs=fs.read_int(path / "sriov_totalvfs", required=False) or 0,
+        pcie_root=_pcie_root(path),
     )
+
+
+def _pcie_root(path: Path) -> str | None:
+    """``pci<domain>:<bus>`` of the root complex: the first such directory on the way from
+    ``devices/`` to the function (``bus/pci/devices/<addr>`` links there)."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return None
+    return next((part for part in Path(target).parts if _PCIE_ROOT.fullmatch(part)), None)
 
 
 def _hex_id(fs: SysfsReader, path: Path) -> str | None:

@@ -43,6 +43,21 @@ class PodAllocation:
 
 
 @dataclass(frozen=True)
+class DynamicAllocation:
+    """One device a DRA driver prepared for a claim a container uses (``dynamic_resources``)."""
+
+    namespace: str
+    pod: str
+    container: str
+    claim_name: str
+    claim_namespace: str
+    driver: str
+    pool: str
+    device: str
+    cdi_devices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class AllocatableDevices:
     resource: str
     device_ids: tuple[str, ...]
@@ -50,6 +65,7 @@ class AllocatableDevices:
 
 
 AllocationSource = Iterable[PodAllocation] | Callable[[], Iterable[PodAllocation]]
+DynamicSource = Callable[[], Iterable[DynamicAllocation]]
 
 
 def list_response(doc: Mapping[str, object]) -> api_pb2.ListPodResourcesResponse:
@@ -62,6 +78,18 @@ def _topology(nodes: tuple[int, ...]) -> api_pb2.TopologyInfo | None:
     if not nodes:
         return None
     return api_pb2.TopologyInfo(nodes=[api_pb2.NUMANode(ID=n) for n in nodes])
+
+
+def _dynamic_resources(devices: list[DynamicAllocation]) -> list[api_pb2.DynamicResource]:
+    claims: dict[tuple[str, str], list[DynamicAllocation]] = {}
+    for device in devices:
+        claims.setdefault((device.claim_namespace, device.claim_name), []).append(device)
+    return [api_pb2.DynamicResource(
+        claim_name=name, claim_namespace=namespace,
+        claim_resources=[api_pb2.ClaimResource(
+            cdi_devices=[api_pb2.CDIDevice(name=c) for c in d.cdi_devices],
+            driver_name=d.driver, pool_name=d.pool, device_name=d.device) for d in members])
+        for (namespace, name), members in claims.items()]
 
 
 class _Servicer(api_pb2_grpc.PodResourcesListerServicer):
@@ -106,11 +134,17 @@ class PodResourcesStandIn:
                                           else tuple(allocations))
         self._allocatable = tuple(allocatable)
         self._response: api_pb2.ListPodResourcesResponse | None = None
+        self._dynamic: DynamicSource = tuple
         self._server: grpc.Server | None = None
 
     def set_response(self, response: api_pb2.ListPodResourcesResponse | None) -> None:
         """Answer List (and Get) with these pods as they are; None: from the allocations."""
         self._response = response
+
+    def set_dynamic(self, source: DynamicSource) -> None:
+        """Also list these DRA devices (read on every request), as the kubelet lists the
+        claims its DRA manager prepared: per container, claim, then driver/pool/device."""
+        self._dynamic = source
 
     def set_allocations(self, allocations: AllocationSource) -> None:
         self._source = allocations if callable(allocations) else tuple(allocations)
@@ -132,13 +166,22 @@ class PodResourcesStandIn:
         for alloc in self.allocations():
             pods.setdefault((alloc.namespace, alloc.pod), {}).setdefault(
                 alloc.container, []).append(alloc)
+        dynamic: dict[tuple[str, str], dict[str, list[DynamicAllocation]]] = {}
+        for dyn in self._dynamic():
+            dynamic.setdefault((dyn.namespace, dyn.pod), {}).setdefault(
+                dyn.container, []).append(dyn)
+            pods.setdefault((dyn.namespace, dyn.pod), {}).setdefault(dyn.container, [])
         out = []
         for (namespace, name), containers in pods.items():
             out.append(api_pb2.PodResources(name=name, namespace=namespace, containers=[
-                api_pb2.ContainerResources(name=container, devices=[
-                    api_pb2.ContainerDevices(resource_name=a.resource, device_ids=a.device_ids,
-                                             topology=_topology(a.numa_nodes))
-                    for a in allocs])
+                api_pb2.ContainerResources(
+                    name=container,
+                    devices=[api_pb2.ContainerDevices(resource_name=a.resource,
+                                                      device_ids=a.device_ids,
+                                                      topology=_topology(a.numa_nodes))
+                             for a in allocs],
+                    dynamic_resources=_dynamic_resources(
+                        dynamic.get((namespace, name), {}).get(container, [])))
                 for container, allocs in containers.items()]))
         return out
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.config_file import ConfigError, load_config, parse_config, parse_config_text
+from deviceplugin import naming
 from deviceplugin.config import (
     Config,
     HugepagesConfig,
@@ -208,7 +209,8 @@ def test_yaml_errors_name_the_line_and_duplicate_keys_are_refused() -> None:
     # An unknown key is named before the missing key it was meant to be.
     ({"pools": [{"nam": "p", "kind": "memif", "vswitch": "vpp"}]}, "pools[0].nam",
      "unknown key: the keys allowed here are name, kind, vswitch, mode, role, memifMode, "
-     "slotsPerNode, numaNodes, selectors, ringSize, bufferSize (check the spelling and case)"),
+     "slotsPerNode, numaNodes, selectors, ringSize, bufferSize, frontend (check the spelling "
+     "and case)"),
     # A key of another kind is refused as such, whatever its value.
     ({"pools": [{**POOL_OK, "role": "client"}]}, "pools[0].role",
      "applies only to pools of kind memif, not vhost-user: remove it"),
@@ -277,3 +279,33 @@ pools:
     assert nic == PoolConfig(name="n", kind="dpdk-nic", selectors=NicSelectors(devices=("1889",)))
     assert memif == PoolConfig(name="p", kind="memif", vswitch="vpp", role="slave",
                                memif_mode="ethernet", slots_per_node=32, numa_nodes=(1, 2, 3))
+
+
+def test_a_pool_is_served_by_the_device_plugin_unless_it_says_dra() -> None:
+    config = parse_config({"pools": [POOL_OK, {**POOL_OK, "name": "q", "frontend": "dra"}]})
+    assert [p.frontend for p in config.pools] == ["deviceplugin", "dra"]
+    assert config.pools_of("dra") == ("q",)
+    with pytest.raises(ConfigError) as err:
+        parse_config({"pools": [{**POOL_OK, "frontend": "cdi"}]}, source="cm")
+    assert str(err.value) == 'cm: pools[0].frontend: must be one of deviceplugin, dra, got "cdi"'
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_a_dra_pools_resource_name_fits_a_slice_attribute(extra: int) -> None:
+    """<prefix>/<pool> is a ResourceSlice attribute value: at most 64 characters."""
+    prefix = "numanet.io"
+    limit = naming.MAX_DRA_ATTRIBUTE_VALUE
+    name = "p" * (limit - len(prefix) - 1 + extra)
+    document = {"resourcePrefix": prefix,
+                "pools": [{"name": name, "kind": "dpdk-nic", "frontend": "dra",
+                           "selectors": {"vendors": ["8086"]}}]}
+    if extra <= 0:
+        assert parse_config(document).pools[0].name == name
+        return
+    with pytest.raises(ConfigError) as err:
+        parse_config(document, source="cm")
+    assert err.value.key == "pools[0].name"
+    assert f"({limit + 1} characters), longer than the {limit}" in str(err.value)
+    # The same name is fine for the device plugin, which has no such limit.
+    document["pools"][0]["frontend"] = "deviceplugin"
+    assert parse_config(document).pools[0].name == name

@@ -1,0 +1,1 @@
+"""Generated kubelet API modules; see protos/generate.sh."""
