@@ -36,8 +36,8 @@ from agent.config_file import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from agent.status_file import StatusWriter, build_status, pool_usage, status_path
 from agent.topology_scan import DEFAULT_NIC_INTERVAL, TopologyScanner
 from agent.vswitches import Factory, VSwitchMonitor, default_factory
+from cni import reconcile
 from cni.prepare import prepare_ports, remove_prepared
-from cni.reconcile import PERIODIC_MIN_AGE, release_unheld
 from cni.replay import adopt, replay
 from cni.service import start_agent_service
 from deviceplugin import naming
@@ -203,8 +203,9 @@ class Agent:
             return
         self._next_reconcile = now + self.options.reconcile_interval
         try:
-            service.context.background.submit(release_unheld, service.context,
-                                              PERIODIC_MIN_AGE, confirmed=True)
+            # Read at each round (tests shorten it).
+            service.context.background.submit(reconcile.release_unheld, service.context,
+                                              reconcile.PERIODIC_MIN_AGE, confirmed=True)
         except RuntimeError:  # the CNI service is stopping
             pass
 
