@@ -36,9 +36,8 @@ from agent.config_file import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from agent.status_file import StatusWriter, build_status, pool_usage, status_path
 from agent.topology_scan import DEFAULT_NIC_INTERVAL, TopologyScanner
 from agent.vswitches import Factory, VSwitchMonitor, default_factory
-from cni import reconcile
+from cni import reconcile, replay
 from cni.prepare import prepare_ports, remove_prepared
-from cni.replay import adopt, replay
 from cni.service import start_agent_service
 from deviceplugin import naming
 from deviceplugin.allocate import Allocator, AllocatorSettings
@@ -241,11 +240,11 @@ class Agent:
 
         def adopt_ports(name: str, _backend: VSwitch) -> None:
             if self.cni_service is service:
-                adopt(service.context, name)
+                replay.adopt(service.context, name)
 
         def replay_ports(name: str, _backend: VSwitch) -> None:
             if self.cni_service is service:
-                replay(service.context, name)
+                replay.replay(service.context, name)
 
         def prepare_allocated(slots: list[Slot]) -> None:
             # Only OVS gains from it: a VPP interface is made in about a millisecond.
