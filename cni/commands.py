@@ -32,6 +32,7 @@ from cni.context import Allocations, Context, PodResources
 from cni.errors import CniError
 from cni.lookups import (
     check_netns,
+    check_vswitch_up,
     device_id_of,
     find_port,
     find_slot,
@@ -75,6 +76,7 @@ def add(req: CniRequest, ctx: Context) -> str:
     device_id = required_device_id(conf)
     slot = find_slot(ctx, conf, device_id)
     backend = vswitch_for(ctx, slot)
+    check_vswitch_up(ctx, slot)
     mac = _mac(conf, req, device_id)
     devinfo = devinfo_file(conf.device_info_file, ctx.devinfo_root) \
         if conf.device_info_file else None
