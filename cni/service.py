@@ -295,28 +295,44 @@ class CniService:
                 log.exception("CNI service accept failed socket=%s", self.socket_path)
                 time.sleep(0.1)
                 continue
-            accepted = time.monotonic()
-            thread = threading.Thread(target=self._serve, args=(conn, accepted),
-                                      name="cni-call", daemon=True)
-            with self._active_lock:
-                busy = len(self._active) >= self.max_connections
-                if not busy:
-                    self._active.add(thread)
-            if busy:
-                self._refuse_busy(conn)
-            else:
-                thread.start()
+            try:
+                self._dispatch(conn)
+            except Exception:  # noqa: BLE001 - the accept loop must outlive any one call
+                log.exception("CNI service could not take a call socket=%s", self.socket_path)
+                conn.close()
 
-    def _refuse_busy(self, conn: socket.socket) -> None:
-        """Answer a connection past ``max_connections`` with error 11, on the accept thread:
-        its request is not read, the answer is small enough never to block."""
+    def _dispatch(self, conn: socket.socket) -> None:
+        """A thread for the call, or error 11 at once past ``max_connections``."""
+        thread = threading.Thread(target=self._serve, args=(conn, time.monotonic()),
+                                  name="cni-call", daemon=True)
+        with self._active_lock:
+            busy = len(self._active) >= self.max_connections
+            if not busy:
+                self._active.add(thread)
+        if busy:
+            self._refuse_busy(conn, f"is serving {self.max_connections} CNI calls already, "
+                                    "its limit")
+            return
+        try:
+            thread.start()
+        except BaseException:  # no thread to be had (RuntimeError)
+            with self._active_lock:
+                self._active.discard(thread)
+            self._refuse_busy(conn, "cannot start a thread for another CNI call")
+            raise
+
+    def _refuse_busy(self, conn: socket.socket, why: str) -> None:
+        """Answer error 11 on the accept thread: the request is not read, and the answer is
+        small enough never to block."""
         with conn:
-            if not self._peer_allowed(conn):
+            try:
+                if self._peer(conn) is None:
+                    return
+            except OSError:
                 return
-            busy = CniError(errors.TRY_AGAIN_LATER,
-                            f"the numanet agent is serving {self.max_connections} CNI calls "
-                            "already, its limit", "the runtime retries; if this lasts, look for "
-                            "callers that hold connections open (the agent log names them)")
+            busy = CniError(errors.TRY_AGAIN_LATER, f"the numanet agent {why}",
+                            "the runtime retries; if this lasts, look in the agent log for "
+                            "callers that hold connections open without sending a request")
             try:
                 conn.setblocking(False)
                 conn.send(f"1\n{busy.to_json(SPEC_VERSION)}".encode())
@@ -332,7 +348,12 @@ class CniService:
     def _serve(self, conn: socket.socket, accepted: float) -> None:
         try:
             with conn:
-                if not self._peer_allowed(conn):
+                try:
+                    pid = self._peer(conn)
+                except OSError as exc:
+                    log.warning("CNI caller went away before its call error=%s", exc)
+                    return
+                if pid is None:
                     return
                 env: dict[str, str] = {}
                 stdin = b""
@@ -343,7 +364,7 @@ class CniService:
                 except CniError as exc:
                     code, out = 1, exc.to_json(SPEC_VERSION)
                     if exc.code == errors.TRY_AGAIN_LATER:  # the deadline passed
-                        log.warning("CNI request refused: %s", exc.msg)
+                        log.warning("CNI request refused from pid=%d: %s", pid, exc.msg)
                 except OSError as exc:
                     log.warning("CNI shim went away during its request error=%s", exc)
                     return
@@ -408,10 +429,12 @@ class CniService:
             pass  # the answer is sent anyway; whoever still reads it gets it
 
     @staticmethod
-    def _peer_allowed(conn: socket.socket) -> bool:
-        _, uid, _ = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                  _UCRED.size))
+    def _peer(conn: socket.socket) -> int | None:
+        """The caller's pid when it may call (root or the agent's own user), else None."""
+        pid, uid, _ = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                    _UCRED.size))
         if uid in (0, os.getuid()):
-            return True
-        log.warning("CNI call refused from uid=%d: only root may call the CNI service", uid)
-        return False
+            return pid
+        log.warning("CNI call refused from uid=%d pid=%d: only root may call the CNI service",
+                    uid, pid)
+        return None
