@@ -336,6 +336,12 @@ class CniService:
             try:
                 conn.setblocking(False)
                 conn.send(f"1\n{busy.to_json(SPEC_VERSION)}".encode())
+                # What already arrived of the request is read (a little, never waiting):
+                # closing on unread data makes the caller's read fail after the answer, and
+                # older shims then report "answered badly" instead of it.
+                for _ in range(4):
+                    if not conn.recv(65536):
+                        break
             except OSError:
                 pass
         self._refused += 1

@@ -95,7 +95,7 @@ def call_agent(path: bytes, request: bytes, timeout: float) -> tuple[int, bytes]
     """Send one call, return (exit code, stdout). OSError: the agent is not there;
     TimeoutError: it did not answer; ValueError: it answered, but not properly."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    chunks = []
+    chunks: list[bytes] = []
     try:
         sock.settimeout(timeout)
         sock.connect(path)
@@ -107,7 +107,15 @@ def call_agent(path: bytes, request: bytes, timeout: float) -> tuple[int, bytes]
                 pass  # the agent answered early and closed: its answer waits to be read
             size = 0
             while True:
-                chunk = sock.recv(65536)
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    # The agent answered and closed without reading all of the request:
+                    # Linux reports that after the answer, which is whole (it was queued
+                    # to this socket before the close).
+                    if not chunks:
+                        raise
+                    break
                 if not chunk:
                     break
                 size += len(chunk)
