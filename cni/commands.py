@@ -76,7 +76,8 @@ def add(req: CniRequest, ctx: Context) -> str:
     device_id = required_device_id(conf)
     slot = find_slot(ctx, conf, device_id)
     backend = vswitch_for(ctx, slot)
-    check_vswitch_up(ctx, slot)
+    check_vswitch_up(ctx, slot, describe(device_id, f"{namespace}/{name}", req.container_id,
+                                         req.ifname))
     mac = _mac(conf, req, device_id)
     devinfo = devinfo_file(conf.device_info_file, ctx.devinfo_root) \
         if conf.device_info_file else None

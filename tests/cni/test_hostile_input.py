@@ -284,7 +284,8 @@ def test_an_add_while_ovs_vswitchd_is_known_dead_fails_at_once():
         started = time.monotonic()
         call = node.cni("ADD", conf, "pod-a", ns.path)
         took = time.monotonic() - started
-        assert_cni_error(call, errors.TRY_AGAIN_LATER, "vSwitch ovs", "is down", "ovs-vswitchd")
+        assert_cni_error(call, errors.TRY_AGAIN_LATER, "vSwitch ovs is down", "pod=default/pod-a",
+                         "ovs-vswitchd")
         assert took < 2.0, f"the ADD took {took:.1f} s"  # the plug's apply timeout is 5 s
         assert node.records() == [] and node.leases() == []
         ovs.start_vswitchd()
