@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: venv debian-packages test lint protos protos-check bench demo app-pyz clean
+.PHONY: venv debian-packages test lint protos protos-check bench fuzz demo app-pyz clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@# Debian's python3 needs python3-venv for `-m venv` (ensurepip); install it when missing.
@@ -43,6 +43,12 @@ protos-check: venv
 
 bench: venv
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Random hostile CNI calls against a real agent (tests/cni/test_fuzz.py), FUZZ_SECONDS per
+# target (the shim's environment and stdin; raw frames on the agent's socket), with figures.
+FUZZ_SECONDS ?= 300
+fuzz: venv
+	NUMANET_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -s tests/cni/test_fuzz.py
 
 # --install: apt-get the Debian packages the demo needs (OVS-DPDK, dpdk-testpmd, CNI
 # plugins) when they are missing; DEMO_ARGS= (empty) only names them instead.

@@ -234,7 +234,8 @@ class Agent:
         service = start_agent_service(
             slots=self.manager, vswitches=self.vswitch_monitor.backends,
             run_dir=self.options.run_dir, pod_resources_socket=self.options.pod_resources,
-            devinfo_root=self.options.devinfo_dir.parent, allocations=self.allocator)
+            devinfo_root=self.options.devinfo_dir.parent, allocations=self.allocator,
+            vswitch_down=self.vswitch_monitor.down_reason)
         self.cni_service = service
         log.info("CNI service listening socket=%s", naming.cni_socket(self.options.run_dir))
 

@@ -181,6 +181,17 @@ class VSwitchMonitor:
             return {name: entry.state or VSwitchState(name, False, "not probed yet")
                     for name, entry in self._entries.items()}
 
+    def down_reason(self, name: str) -> str | None:
+        """Why vSwitch ``name`` is down when its last probe found it so; None when it is
+        healthy, not probed yet, or not one of ours (the CNI refuses an ADD on a vSwitch
+        known down at once instead of waiting for it)."""
+        with self._lock:
+            entry = self._entries.get(name)
+            state = entry.state if entry is not None else None
+        if state is None or state.healthy:
+            return None
+        return state.reason or "unhealthy"
+
     def backends(self) -> Mapping[str, VSwitch]:
         """The backend objects (connected or still retrying), for the CNI service."""
         with self._lock:

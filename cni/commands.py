@@ -32,6 +32,7 @@ from cni.context import Allocations, Context, PodResources
 from cni.errors import CniError
 from cni.lookups import (
     check_netns,
+    check_vswitch_up,
     device_id_of,
     device_of_pod,
     find_port,
@@ -77,6 +78,8 @@ def add(req: CniRequest, ctx: Context) -> str:
     # as not this pod's, whether or not its slot was prepared.
     ctx.pod_resources.check_allocated(namespace, name, slot.resource, device_id)
     backend = vswitch_for(ctx, slot)
+    check_vswitch_up(ctx, slot, describe(device_id, f"{namespace}/{name}", req.container_id,
+                                         req.ifname))
     mac = _mac(conf, req, device_id)
     devinfo = devinfo_file(conf.device_info_file, ctx.devinfo_root) \
         if conf.device_info_file else None

@@ -14,6 +14,7 @@ root>/cni``, never the device plugins' ``dp``) before anything is written there 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 
 from cni import errors
 from cni.errors import CniError
+from cni.netconf import path_problem
 from cni.result import IpamResult
 from deviceplugin import naming
 from deviceplugin.devinfo import device_info
@@ -148,13 +150,26 @@ def _write_json(path: Path, doc: dict[str, Any], what: str, hint: str) -> None:
                        hint) from None
 
 
+# Errors by which a path shows that no file of numanet's can be there: it is gone, its
+# directory never was one, it is too long to name a file, it loops through symlinks, or it
+# is a directory (numanet writes files only; a directory there is someone else's).
+_CANNOT_EXIST = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP,
+                           errno.EISDIR})
+
+
 def remove_file(path: Path | None) -> None:
+    """Remove a file; a path that cannot name one (see ``_CANNOT_EXIST``, or with a NUL or
+    bytes the file system cannot take) counts as removed, so that a path an earlier ADD
+    recorded never keeps an undo failing."""
     if path is None:
         return
     try:
         os.unlink(path)
-    except (FileNotFoundError, NotADirectoryError):
-        pass  # already gone, or its directory never was one: nothing to remove
+    except OSError as exc:
+        if exc.errno not in _CANNOT_EXIST:
+            raise
+    except ValueError:  # NUL byte, or not encodable (UnicodeEncodeError)
+        pass
 
 
 def devinfo_file(requested: str, root: Path = DEVINFO_ROOT) -> Path:
@@ -166,15 +181,18 @@ def devinfo_file(requested: str, root: Path = DEVINFO_ROOT) -> Path:
     name starting with ``.`` (numanet's own temporary files while it writes one)."""
     path = Path(requested)
     allowed = Path(root) / CNI_DEVINFO_SUBDIR
-    # Length and NUL first: realpath() raises on a NUL, and need not resolve a huge path.
-    plain = len(requested) <= 4096 and "\0" not in requested
+    # Encoding, NUL, lengths and '..' first: realpath() raises on a NUL or a lone
+    # surrogate, and a name the file system cannot take (ENAMETOOLONG) must fail here,
+    # before anything is recorded, not when the file is written.
+    problem = path_problem(requested)
+    if problem:
+        raise CniError(errors.INVALID_NETWORK_CONFIG,
+                       f"runtimeConfig.CNIDeviceInfoFile {requested[:120]!r} {problem}",
+                       f"Multus names a file in {allowed}; numanet writes nowhere else")
     real_root = Path(os.path.realpath(allowed))
-    real_parent = Path(os.path.realpath(path.parent)) if plain and path.is_absolute() else None
-    inside = real_parent is not None and (real_parent == real_root
-                                          or real_root in real_parent.parents)
-    name = path.name
-    bad_name = not name or name.startswith(".") or len(name.encode()) > 255
-    if not inside or ".." in path.parts or bad_name:
+    real_parent = Path(os.path.realpath(path.parent))  # absolute: path_problem says so
+    inside = real_parent == real_root or real_root in real_parent.parents
+    if not inside or not path.name or path.name.startswith("."):
         raise CniError(errors.INVALID_NETWORK_CONFIG,
                        f"runtimeConfig.CNIDeviceInfoFile {requested[:120]!r} is not a file "
                        f"under {allowed}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,11 @@ class Allocations(Protocol):
         """Forget the allocation; with ``expected``, only while it is still that record."""
 
 
+def not_known_down(name: str) -> str | None:
+    """The default ``Context.vswitch_down``: no monitor, so no vSwitch is known down."""
+    return None
+
+
 @dataclass
 class Context:
     """What the verbs need from the agent; built once, shared by every call."""
@@ -61,6 +66,10 @@ class Context:
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=4,
                                                    thread_name_prefix="cni-background"))
+    # vSwitch name -> why it is down when the agent's monitor last found it so, else None
+    # (up, or not probed yet): an ADD on a vSwitch known down fails at once (code 11)
+    # instead of waiting for it to apply the port.
+    vswitch_down: Callable[[str], str | None] = not_known_down
     # Pool -> the network config of its last ADD: the shape of the ports prepared at
     # Allocate.
     port_shapes: dict[str, NetConf] = field(default_factory=dict)

@@ -68,8 +68,11 @@ class IpamDelegate:
     def find(self, name: str, cni_path: tuple[str, ...]) -> Path:
         for directory in cni_path:
             candidate = Path(directory) / name
-            if candidate.is_file() and os.access(candidate, os.X_OK):
-                return candidate
+            try:
+                if candidate.is_file() and os.access(candidate, os.X_OK):
+                    return candidate
+            except (OSError, ValueError):  # a name too long (ENAMETOOLONG), a NUL: not there
+                continue
         raise CniError(errors.INVALID_NETWORK_CONFIG,
                        f"IPAM plugin {name!r} is not in CNI_PATH ({':'.join(cni_path) or 'empty'})",
                        "install the plugin in one of those directories or fix ipam.type")
@@ -83,7 +86,7 @@ class IpamDelegate:
         proc = self._exec(plugin, {"CNI_COMMAND": "VERSION"}, b'{"cniVersion":"1.0.0"}')
         try:
             found = tuple(json.loads(proc.stdout)["supportedVersions"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             found = ("0.3.0", "0.3.1", "0.4.0")  # plugins too old to answer VERSION properly
         with self._lock:
             self._versions[key] = found
@@ -142,7 +145,7 @@ class IpamDelegate:
 def _json(out: bytes, source: str) -> Any:
     try:
         return json.loads(out)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CniError(errors.IPAM_FAILURE, f"{source} printed no JSON result",
                        f"its output began {out[:120]!r}") from None
 
@@ -153,7 +156,7 @@ def _plugin_error(name: str, proc: subprocess.CompletedProcess[bytes]) -> CniErr
         doc = json.loads(proc.stdout)
         code, msg = int(doc["code"]), str(doc["msg"])
         details = str(doc.get("details") or "")
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         tail = (proc.stderr or proc.stdout)[-300:].decode(errors="replace").strip()
         return CniError(errors.IPAM_FAILURE, f"IPAM plugin {name} failed (exit {proc.returncode})",
                         tail or "it printed nothing")

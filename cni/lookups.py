@@ -177,6 +177,20 @@ def vswitch_for(ctx: Context, slot: Slot) -> VSwitch | None:
     return backend
 
 
+def check_vswitch_up(ctx: Context, slot: Slot, what: str) -> None:
+    """Refuse at once (11) a change on a vSwitch the agent's health probe found down: the
+    plug would only wait out its timeout for a vswitchd that is not there. ``what``
+    (``describe``) names the call."""
+    if slot.kind == "dpdk-nic" or not slot.vswitch:
+        return
+    reason = ctx.vswitch_down(slot.vswitch)
+    if reason is not None:
+        raise CniError(errors.TRY_AGAIN_LATER,
+                       f"vSwitch {slot.vswitch} is down, ADD of {what} refused: {reason}",
+                       "the agent's health probe finds it down, so nothing was changed; the "
+                       "runtime retries, and the device's slot turns Healthy when it is back")
+
+
 def port_spec(backend: VSwitch, slot: Slot, conf: NetConf, owner: Owner,
               mac: str | None, ip_address: str | None = None) -> PortSpec:
     """The vSwitch port of a socket slot, as the network config and the slot say.

@@ -5,12 +5,19 @@ are strict (``"mtu": "9000"`` is an error, not 9000). Keys it does not use are i
 as the reference plugins ignore them: callers add their own (Multus puts ``pciBusID``
 beside ``deviceID`` for every device plugin resource). Each is logged once per network
 at debug, so a mistyped key can still be found.
+
+Hostile input is refused here, before anything is written: a config over
+``MAX_CONFIG_BYTES`` or nested deeper than ``MAX_DEPTH`` is a decode failure (6), and
+``ipam.dataDir`` (handed to host-local, which creates it as root) must be an absolute,
+normalised path (``check_path``): a relative one would resolve against the agent's working
+directory, not the runtime's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -27,7 +34,14 @@ PLUGIN_TYPE = "numanet"
 SPEC_VERSION = "1.1.0"
 # Kept equal to cni.shim.SUPPORTED_VERSIONS (the shim cannot import this module).
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+# Kept equal to cni.shim.MAX_STDIN_BYTES.
 MAX_CONFIG_BYTES = 1 << 20
+# Real configs nest 4 or 5 levels (ipam.ranges[][], prevResult.ips[]); a deeper one is an
+# attack on the parser or on whatever walks the document after it.
+MAX_DEPTH = 64
+# Linux's PATH_MAX and NAME_MAX, in bytes.
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
 
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,252}$")
 _RESOURCE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -100,9 +114,10 @@ def cni_version_of(stdin: bytes) -> str:
     try:
         doc = json.loads(stdin)
         version = doc.get("cniVersion") if isinstance(doc, dict) else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deeply
         return SPEC_VERSION
-    return version if version in SUPPORTED_VERSIONS else SPEC_VERSION
+    return version if isinstance(version, str) and version in SUPPORTED_VERSIONS \
+        else SPEC_VERSION
 
 
 def decode(stdin: bytes) -> dict[str, Any]:
@@ -117,10 +132,72 @@ def decode(stdin: bytes) -> dict[str, Any]:
     except ValueError as exc:
         raise CniError(errors.DECODE_FAILURE, "network configuration on stdin is not valid JSON",
                        f"{exc}; the runtime passes the plugin's JSON config on stdin") from None
+    except RecursionError:
+        raise _too_deep() from None
     if not isinstance(doc, dict):
         raise CniError(errors.DECODE_FAILURE, "network configuration is not a JSON object",
                        f"got {type(doc).__name__}; pass one JSON object on stdin")
+    if _deeper_than(doc, MAX_DEPTH):
+        raise _too_deep()
     return doc
+
+
+def _too_deep() -> CniError:
+    return CniError(errors.DECODE_FAILURE,
+                    f"network configuration is nested deeper than {MAX_DEPTH} levels",
+                    "a CNI network configuration nests a few levels; pass the plugin's config")
+
+
+def _deeper_than(doc: Any, limit: int) -> bool:
+    """Whether objects and lists nest deeper than ``limit`` (without recursion)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def check_path(value: str, key: str) -> str:
+    """A path from the network config that numanet or its IPAM plugin writes under as
+    root: absolute, normalised (no '.', '..' or empty component; a trailing '/' is
+    fine), UTF-8 without NUL, within Linux's length limits. CniError 7 naming ``key``."""
+    problem = path_problem(value)
+    if problem:
+        raise _bad(f"{key} {value[:120]!r} {problem}",
+                   "give an absolute, normalised path: a relative one would resolve against "
+                   "the numanet agent's working directory, not the runtime's")
+    return value
+
+
+def path_problem(value: str) -> str | None:
+    """What makes ``value`` unfit to name a file numanet writes as root (``check_path``),
+    as words following the path in a message; None when it is fit."""
+    try:
+        encoded = value.encode()
+    except UnicodeEncodeError:
+        return "is not UTF-8 text"
+    parts = value.split("/")
+    if "\0" in value:
+        return "holds a NUL byte"
+    if not value.startswith("/"):
+        return "is not an absolute path"
+    if len(encoded) > MAX_PATH_BYTES:
+        return f"is longer than {MAX_PATH_BYTES} bytes"
+    if any(len(part.encode()) > MAX_NAME_BYTES for part in parts):
+        return f"has a name longer than {MAX_NAME_BYTES} bytes"
+    if ".." in parts:
+        return "climbs out with '..'"
+    if os.path.normpath(value) != (value.rstrip("/") or "/"):
+        return f"is not normalised (write {os.path.normpath(value)!r})"
+    return None
 
 
 def _version(doc: dict[str, Any], command: str) -> str:
@@ -228,6 +305,9 @@ def parse_netconf(stdin: bytes, command: str) -> NetConf:
         if not ipam_type or not _PLUGIN_NAME.fullmatch(ipam_type):
             raise _bad(f"ipam.type {ipam_type!r} is missing or not a plugin name",
                        "name an IPAM plugin found in CNI_PATH, e.g. \"host-local\"")
+        data_dir = _typed(ipam, "dataDir", str, "ipam.")
+        if data_dir:  # "" is host-local's default, as when it is left out
+            check_path(data_dir, "ipam.dataDir")
 
     pool = _typed(doc, "pool", str)
     if pool is not None and not naming.is_dns_label(pool):

@@ -189,6 +189,16 @@ def parse_cni_args(raw: str) -> CniArgs:
     )
 
 
+def _is_utf8(value: str) -> bool:
+    """False for a value the shim relayed with bytes that are not UTF-8 (it decodes the
+    environment with surrogateescape, which leaves them as lone surrogates)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_request(env: Mapping[str, str], stdin: bytes) -> CniRequest:
     """Validate the CNI environment of one call; raises CniError (code 4) naming the variable."""
     command = env.get("CNI_COMMAND", "")
@@ -200,6 +210,9 @@ def parse_request(env: Mapping[str, str], stdin: bytes) -> CniRequest:
         value = env.get(name, "")
         if not isinstance(value, str) or "\0" in value:
             raise _invalid(f"{name} is not a string", "pass CNI variables as plain text")
+        if not _is_utf8(value):
+            raise _invalid(f"{name} {value[:80]!r} is not UTF-8 text",
+                           "CNI variables are text; this one holds bytes that are not UTF-8")
     missing = [name for name in _REQUIRED[command] if not env.get(name)]
     if missing:
         raise _invalid(f"{command} needs {', '.join(missing)}, which the runtime did not set",

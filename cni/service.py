@@ -5,6 +5,13 @@ variables as ``KEY=VALUE\0``, an empty ``\0``, then stdin until the shim half-cl
 answer is ``<exit code>\n`` and the stdout text. Calls run in their own threads, so ADDs
 of different pods proceed in parallel (the verbs lock per device ID).
 
+Bounds, so that no caller can hold the agent: the whole request must arrive within
+``CALL_READ_DEADLINE`` seconds of the accept (not per read: a client sending a byte now
+and then is cut off too); at most ``MAX_CONNECTIONS`` calls are served at once, and a
+connection past that is answered CNI error 11 (try again later) at once, without a
+thread; a request over ``MAX_REQUEST_BYTES`` is read to its end and thrown away (an old
+shim reads the answer only once it has sent everything), then answered error 6.
+
 The socket is created under a temporary name, set to 0600 and then renamed into place,
 so it is never reachable with looser permissions; peers that are not root (or the
 agent's own user) are refused by their credentials as well.
@@ -26,8 +33,9 @@ from pathlib import Path
 from cni import errors, metrics
 from cni.commands import VERBS, Allocations, Context
 from cni.container_config import DEVINFO_ROOT
+from cni.context import not_known_down
 from cni.errors import CniError
-from cni.netconf import cni_version_of
+from cni.netconf import SPEC_VERSION, cni_version_of
 from cni.podresources import PodResourcesClient
 from cni.request import COMMANDS, ENV_NAMES, parse_request
 from cni.shim import MAGIC
@@ -38,18 +46,28 @@ from vswitch.api import VSwitch
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 2 << 20
-_READ_TIMEOUT = 10.0
+CALL_READ_DEADLINE = 10.0
+MAX_CONNECTIONS = 64
+# How long an answer may take to leave (it is small: it waits only for a peer that never reads).
+_SEND_TIMEOUT = 10.0
+# An oversize request is thrown away up to this much; past it the connection is closed.
+_DISCARD_LIMIT = 64 << 20
+# A warning about refused connections at most this often (a burst must not flood the log).
+_REFUSAL_LOG_INTERVAL = 10.0
 _UCRED = struct.Struct("3i")
 
 
 def run_call(env: Mapping[str, str], stdin: bytes, ctx: Context) -> tuple[int, str]:
     """One CNI call: (exit code, stdout). Never raises; a bug becomes CNI error 199."""
     started = time.monotonic()
-    version = cni_version_of(stdin)
-    command = str(env.get("CNI_COMMAND", ""))[:16]
-    who = _who(env, stdin)
+    raw_command = str(env.get("CNI_COMMAND", ""))
+    # Anything but a CNI command is shown repr'd: a newline in it must not forge a log line.
+    command = raw_command if raw_command in COMMANDS else repr(raw_command[:16])
+    version, who = SPEC_VERSION, "-"
     code = errors.INTERNAL_ERROR
     try:
+        version = cni_version_of(stdin)
+        who = _who(env, stdin)
         req = parse_request(env, stdin)
         out = VERBS[req.command](req, ctx)
         code = 0
@@ -68,7 +86,7 @@ def run_call(env: Mapping[str, str], stdin: bytes, ctx: Context) -> tuple[int, s
     finally:
         # The label comes from outside: anything but a CNI command counts as "invalid",
         # so a caller cannot grow the metric's series without bound.
-        metrics.observe_cni_call(command if command in COMMANDS else "invalid", code,
+        metrics.observe_cni_call(raw_command if raw_command in COMMANDS else "invalid", code,
                                  time.monotonic() - started)
 
 
@@ -88,7 +106,7 @@ def _device_id_of(stdin: bytes) -> str:
     effort: '-' when it names none or cannot be read."""
     try:
         doc = json.loads(stdin)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deeply
         return "-"
     if not isinstance(doc, dict):
         return "-"
@@ -142,14 +160,18 @@ class LiveVSwitches(Mapping[str, VSwitch]):
 def start_agent_service(*, slots: SlotLookup, vswitches: Callable[[], Mapping[str, VSwitch]],
                         run_dir: Path, pod_resources_socket: Path,
                         devinfo_root: Path = DEVINFO_ROOT,
-                        allocations: Allocations | None = None) -> CniService:
+                        allocations: Allocations | None = None,
+                        vswitch_down: Callable[[str], str | None] = not_known_down
+                        ) -> CniService:
     """The CNI service as the agent runs it, listening on ``<run-dir>/cni.sock``; its
-    ``stop`` also closes the kubelet client and the worker threads."""
+    ``stop`` also closes the kubelet client and the worker threads. ``vswitch_down``:
+    why a vSwitch is down, as the agent's monitor last found it (``Context``)."""
     pod_resources = PodResourcesClient(pod_resources_socket)
     pod_resources.connect()  # in the background: the first ADD must not pay for it
     context = Context(slots=slots, vswitches=LiveVSwitches(vswitches),
                       pod_resources=pod_resources, run_dir=run_dir,
-                      devinfo_root=devinfo_root, allocations=allocations)
+                      devinfo_root=devinfo_root, allocations=allocations,
+                      vswitch_down=vswitch_down)
     return CniService(naming.cni_socket(run_dir), context, close_context=True).start()
 
 
@@ -158,17 +180,24 @@ class CniService:
 
     def __init__(self, socket_path: Path, context: Context,
                  call: Callable[[Mapping[str, str], bytes, Context], tuple[int, str]] = run_call,
-                 close_context: bool = False) -> None:
+                 close_context: bool = False, *, read_deadline: float = CALL_READ_DEADLINE,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.socket_path = Path(socket_path)
         self.context = context
         self._close_context = close_context
         self._call = call
+        # Seconds the whole request may take to arrive; calls served at once (both read
+        # per connection, so a test may lower them on a running service).
+        self.read_deadline = read_deadline
+        self.max_connections = max_connections
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._inode: int | None = None
         self._active: set[threading.Thread] = set()
         self._active_lock = threading.Lock()
+        self._refused = 0  # connections refused since the last warning about it
+        self._refusal_logged = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -266,31 +295,94 @@ class CniService:
                 log.exception("CNI service accept failed socket=%s", self.socket_path)
                 time.sleep(0.1)
                 continue
-            thread = threading.Thread(target=self._serve, args=(conn,), name="cni-call",
-                                      daemon=True)
-            with self._active_lock:
-                self._active.add(thread)
-            thread.start()
+            try:
+                self._dispatch(conn)
+            except Exception:  # noqa: BLE001 - the accept loop must outlive any one call
+                log.exception("CNI service could not take a call socket=%s", self.socket_path)
+                conn.close()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _dispatch(self, conn: socket.socket) -> None:
+        """A thread for the call, or error 11 at once past ``max_connections``."""
+        thread = threading.Thread(target=self._serve, args=(conn, time.monotonic()),
+                                  name="cni-call", daemon=True)
+        with self._active_lock:
+            busy = len(self._active) >= self.max_connections
+            if not busy:
+                self._active.add(thread)
+        if busy:
+            self._refuse_busy(conn, f"is serving {self.max_connections} CNI calls already, "
+                                    "its limit")
+            return
+        try:
+            thread.start()
+        except BaseException:  # no thread to be had (RuntimeError)
+            with self._active_lock:
+                self._active.discard(thread)
+            self._refuse_busy(conn, "cannot start a thread for another CNI call")
+            raise
+
+    def _refuse_busy(self, conn: socket.socket, why: str) -> None:
+        """Answer error 11 on the accept thread: the request is not read, and the answer is
+        small enough never to block."""
+        with conn:
+            try:
+                if self._peer(conn) is None:
+                    return
+            except OSError:
+                return
+            busy = CniError(errors.TRY_AGAIN_LATER, f"the numanet agent {why}",
+                            "the runtime retries; if this lasts, look in the agent log for "
+                            "callers that hold connections open without sending a request")
+            try:
+                conn.setblocking(False)
+                conn.send(f"1\n{busy.to_json(SPEC_VERSION)}".encode())
+                # What already arrived of the request is read (a little, never waiting):
+                # closing on unread data makes the caller's read fail after the answer, and
+                # older shims then report "answered badly" instead of it.
+                for _ in range(4):
+                    if not conn.recv(65536):
+                        break
+            except OSError:
+                pass
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged >= _REFUSAL_LOG_INTERVAL:
+            log.warning("CNI calls refused, %d served at once already: refused=%d socket=%s",
+                        self.max_connections, self._refused, self.socket_path)
+            self._refused, self._refusal_logged = 0, now
+
+    def _serve(self, conn: socket.socket, accepted: float) -> None:
         try:
             with conn:
-                if not self._peer_allowed(conn):
+                try:
+                    pid = self._peer(conn)
+                except OSError as exc:
+                    log.warning("CNI caller went away before its call error=%s", exc)
                     return
-                conn.settimeout(_READ_TIMEOUT)
+                if pid is None:
+                    return
                 env: dict[str, str] = {}
                 stdin = b""
                 try:
-                    raw = self._read_all(conn)
+                    raw = self._read_request(conn, accepted + self.read_deadline)
                     env, stdin = decode_call(raw)
                     code, out = self._call(env, stdin, self.context)
                 except CniError as exc:
-                    code, out = 1, exc.to_json("1.1.0")
-                except TimeoutError:
-                    log.warning("CNI shim sent no complete request within %.0f s", _READ_TIMEOUT)
+                    code, out = 1, exc.to_json(SPEC_VERSION)
+                    if exc.code == errors.TRY_AGAIN_LATER:  # the deadline passed
+                        log.warning("CNI request refused from pid=%d: %s", pid, exc.msg)
+                except OSError as exc:
+                    log.warning("CNI shim went away during its request error=%s", exc)
                     return
-                conn.settimeout(None)
+                except Exception as exc:  # noqa: BLE001 - a bug; the caller still gets an answer
+                    log.exception("CNI call crashed %s", _who(env, stdin))
+                    code, out = 1, CniError(
+                        errors.INTERNAL_ERROR,
+                        f"internal error in the numanet agent: {type(exc).__name__}: {exc}",
+                        "this is a numanet bug; the agent log has the traceback",
+                    ).to_json(SPEC_VERSION)
                 try:
+                    conn.settimeout(_SEND_TIMEOUT)
                     conn.sendall(f"{code}\n{out}".encode())
                 except OSError as exc:
                     # The shim gave up (runtime timeout): the call's effects stand; the
@@ -301,25 +393,54 @@ class CniService:
             with self._active_lock:
                 self._active.discard(threading.current_thread())
 
-    @staticmethod
-    def _read_all(conn: socket.socket) -> bytes:
+    def _read_request(self, conn: socket.socket, deadline: float) -> bytes:
+        """The request to its end (the shim half-closes), all of it by ``deadline``."""
         chunks: list[bytes] = []
         size = 0
         while True:
-            chunk = conn.recv(65536)
+            chunk = self._recv(conn, deadline)
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
             if size > MAX_REQUEST_BYTES:
+                self._discard(conn, deadline, size)
                 raise CniError(errors.DECODE_FAILURE, f"CNI request larger than {MAX_REQUEST_BYTES}"
                                " bytes", "the network configuration is far too large")
             chunks.append(chunk)
 
+    def _recv(self, conn: socket.socket, deadline: float) -> bytes:
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            conn.settimeout(remaining)
+            return conn.recv(65536)
+        except TimeoutError:
+            raise CniError(errors.TRY_AGAIN_LATER,
+                           f"the CNI request did not arrive complete within "
+                           f"{self.read_deadline:g} s",
+                           "the caller sent it too slowly or did not close its end (the numanet "
+                           "shim sends it at once); the runtime retries") from None
+
+    def _discard(self, conn: socket.socket, deadline: float, size: int) -> None:
+        """Read the rest of an oversize request and drop it, so that a shim still sending
+        it (an old one reads the answer only once it is done) gets the answer."""
+        try:
+            while size <= _DISCARD_LIMIT:
+                chunk = self._recv(conn, deadline)
+                if not chunk:
+                    return
+                size += len(chunk)
+        except (CniError, OSError):
+            pass  # the answer is sent anyway; whoever still reads it gets it
+
     @staticmethod
-    def _peer_allowed(conn: socket.socket) -> bool:
-        _, uid, _ = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                  _UCRED.size))
+    def _peer(conn: socket.socket) -> int | None:
+        """The caller's pid when it may call (root or the agent's own user), else None."""
+        pid, uid, _ = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                    _UCRED.size))
         if uid in (0, os.getuid()):
-            return True
-        log.warning("CNI call refused from uid=%d: only root may call the CNI service", uid)
-        return False
+            return pid
+        log.warning("CNI call refused from uid=%d pid=%d: only root may call the CNI service",
+                    uid, pid)
+        return None

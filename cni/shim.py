@@ -4,7 +4,9 @@ The runtime (Multus) runs this once per CNI call. It forwards the CNI_* environm
 stdin to the numanet agent over ``/run/numanet/cni.sock`` (``NUMANET_CNI_SOCKET``
 overrides), then prints the agent's stdout and exits with its code. VERSION is answered
 here. If the agent cannot be reached the answer is CNI error 11 ("try again later")
-naming the socket, and the runtime retries.
+naming the socket, and the runtime retries. A config larger than the agent takes
+(``MAX_STDIN_BYTES``) is refused here with error 6 without reading the rest of it: it could
+never succeed, and the runtime must not retry it.
 
 Start-up time is paid by every pod network, so the way through imports only built-in
 modules (``sys``, ``posix``, ``_socket``: not even ``os`` or ``json``), works on the raw
@@ -14,7 +16,9 @@ self-contained: ``cni.install`` installs it with its bytecode beside a launcher 
 
 Framing, one call per connection: ``numanet-cni 1\\n``, then ``KEY=VALUE\\0`` for each
 CNI variable, an empty ``\\0``, then stdin to the end (the shim half-closes). Answer:
-``<exit code>\\n`` then stdout to the end.
+``<exit code>\\n`` then stdout to the end. The agent may answer before it has read the
+whole request (too large, too slow, too many calls at once) and close: the shim then reads
+that answer even though its own sending broke.
 """
 
 import _socket
@@ -32,6 +36,9 @@ CNI_ENV = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARG
 MAGIC = b"numanet-cni 1\n"
 _CNI_ENV_BYTES = tuple(name.encode() for name in CNI_ENV)
 _MAX_REPLY = 4 << 20
+# Kept equal to cni.netconf.MAX_CONFIG_BYTES (tests check it).
+MAX_STDIN_BYTES = 1 << 20
+_DECODE_FAILURE = 6
 _TRY_AGAIN_LATER = 11
 _SHIM_ERROR = 199
 
@@ -57,9 +64,10 @@ def _requested_version(stdin: bytes) -> str:
 
     try:
         version = json.loads(stdin).get("cniVersion")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+    except Exception:  # noqa: BLE001 - best effort: bad JSON, too deep (RecursionError), no dict
         return SPEC_VERSION
-    return version if version in SUPPORTED_VERSIONS else SPEC_VERSION
+    return version if isinstance(version, str) and version in SUPPORTED_VERSIONS \
+        else SPEC_VERSION
 
 
 def _error(stdin: bytes, code: int, msg: str, details: str) -> bytes:
@@ -87,16 +95,27 @@ def call_agent(path: bytes, request: bytes, timeout: float) -> tuple[int, bytes]
     """Send one call, return (exit code, stdout). OSError: the agent is not there;
     TimeoutError: it did not answer; ValueError: it answered, but not properly."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    chunks = []
+    chunks: list[bytes] = []
     try:
         sock.settimeout(timeout)
         sock.connect(path)
         try:
-            sock.sendall(request)
-            sock.shutdown(_socket.SHUT_WR)
+            try:
+                sock.sendall(request)
+                sock.shutdown(_socket.SHUT_WR)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the agent answered early and closed: its answer waits to be read
             size = 0
             while True:
-                chunk = sock.recv(65536)
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    # The agent answered and closed without reading all of the request:
+                    # Linux reports that after the answer, which is whole (it was queued
+                    # to this socket before the close).
+                    if not chunks:
+                        raise
+                    break
                 if not chunk:
                     break
                 size += len(chunk)
@@ -117,9 +136,15 @@ def call_agent(path: bytes, request: bytes, timeout: float) -> tuple[int, bytes]
 
 
 def run(environ: dict, stdin: bytes) -> tuple[int, bytes]:
-    """The whole shim as a function of the bytes environment: (exit code, stdout)."""
+    """The whole shim as a function of the bytes environment: (exit code, stdout).
+    ``stdin`` may be cut after ``MAX_STDIN_BYTES + 1`` bytes (``read_stdin``)."""
     if environ.get(b"CNI_COMMAND") == b"VERSION":
+        # As the reference plugins' skel: VERSION answers whatever the config is.
         return 0, _version(stdin)
+    if len(stdin) > MAX_STDIN_BYTES:
+        return 1, _error(b"", _DECODE_FAILURE,
+                         f"network configuration on stdin is larger than {MAX_STDIN_BYTES} bytes",
+                         "numanet refuses configurations this large; it never read the rest")
     path = environ.get(SOCKET_ENV.encode()) or DEFAULT_SOCKET.encode()
     shown = _text(path)
     timeout = _timeout(environ)
@@ -149,17 +174,33 @@ def main() -> int:
         return 1
     stdin = b""
     try:
-        stdin = sys.stdin.buffer.read()
+        stdin = read_stdin()
         code, out = run(environ, stdin)
     except Exception as exc:  # noqa: BLE001 - a CNI plugin answers in JSON, never a traceback
-        code, out = 1, _error(stdin, _SHIM_ERROR, f"numanet-cni failed: {type(exc).__name__}: "
-                              f"{exc}", "this is a numanet bug; please report it")
+        code, out = 1, _last_resort(stdin, exc)
     try:
         sys.stdout.buffer.write(out)
         sys.stdout.buffer.flush()
     except BrokenPipeError:
         pass
     return code
+
+
+def read_stdin() -> bytes:
+    """stdin to its end, but no more than ``MAX_STDIN_BYTES + 1`` bytes: one more than
+    allowed is enough to refuse it, and the rest is never read (the runtime's write of it
+    ends with EPIPE, which Go's os/exec ignores)."""
+    return sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+
+
+def _last_resort(stdin: bytes, exc: BaseException) -> bytes:
+    try:
+        return _error(stdin, _SHIM_ERROR, f"numanet-cni failed: {type(exc).__name__}: {exc}",
+                      "this is a numanet bug; please report it")
+    except Exception:  # noqa: BLE001 - even the error cannot be rendered: a fixed one
+        return (b'{"cniVersion": "' + SPEC_VERSION.encode() + b'", "code": 199, '
+                b'"msg": "numanet-cni failed", "details": "this is a numanet bug; please '
+                b'report it"}\n')
 
 
 def exit_now(code: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -128,6 +129,29 @@ def test_agent_exit_code_and_stdout_are_relayed(tmp_path):
     rc, out = run([str(SHIM)], {"CNI_COMMAND": "ADD", "NUMANET_CNI_SOCKET": str(path)}, b"{}")
     thread.join(5)
     assert rc == 1 and out == '{"code": 7, "msg": "x"}'
+
+
+def test_an_answer_sent_before_the_request_was_read_is_relayed(tmp_path):
+    """The agent answers early (too large, too many calls) and closes without reading the
+    request: Linux then fails the shim's read after the answer (ECONNRESET); the answer is
+    whole, and relayed."""
+    path = tmp_path / "agent.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def answer_unread() -> None:
+        conn, _ = server.accept()
+        with conn:
+            select.select([conn], [], [], 10)  # the request is there, and stays unread
+            conn.sendall(b'1\n{"code": 11, "msg": "busy"}')
+        server.close()
+
+    thread = threading.Thread(target=answer_unread, daemon=True)
+    thread.start()
+    rc, out = run([str(SHIM)], {"CNI_COMMAND": "ADD", "NUMANET_CNI_SOCKET": str(path)}, b"{}")
+    thread.join(5)
+    assert rc == 1 and out == '{"code": 11, "msg": "busy"}'
 
 
 def test_installed_plugin_round_trip(cni_bed, pod_netns, tmp_path):

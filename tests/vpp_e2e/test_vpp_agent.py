@@ -254,9 +254,10 @@ def test_vpp_restart_turns_slots_unhealthy_then_replays_every_port_once(
             node.harness.wait_devices(resource(pool), none_healthy)
         state = node.agent.vswitch_monitor.states()["vpp"]
         assert not state.healthy and "VPP" in state.reason
-        # A pod starting now is told to retry; nothing of it stays.
+        # A pod starting now is told to retry at once (the monitor knows VPP is down);
+        # nothing of it stays.
         late = node.cni("ADD", node.netconf("pod-x", MEMIF), "c-pod-x", "pod-x", ns_x.path)
-        assert_cni_error(late, errors.TRY_AGAIN_LATER, "cannot look up the port on vSwitch vpp",
+        assert_cni_error(late, errors.TRY_AGAIN_LATER, "vSwitch vpp is down",
                          f"device_id={node.pods['pod-x']}", "pod=default/pod-x")
         assert node.records() == sorted([memif_id, vhost_id])
         assert len(node.leases()) == 2
