@@ -48,7 +48,7 @@ from cni.lookups import (
     vswitch_for,
 )
 from cni.mac import normalize_mac, stable_mac
-from cni.netconf import SUPPORTED_VERSIONS, NetConf, cni_version_of, parse_netconf
+from cni.netconf import SUPPORTED_VERSIONS, NetConf, parse_netconf, read_document, version_of
 from cni.prepare import remember_shape
 from cni.reconcile import release_unheld
 from cni.records import AttachmentRecord, describe
@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 
 
 def add(req: CniRequest, ctx: Context) -> str:
-    conf = parse_netconf(req.stdin, "ADD")
+    conf = parse_netconf(req.config(), "ADD")
     namespace, name = pod_identity(req)
     check_netns(req.netns)
     device_id = device_id_of(conf) or device_of_pod(ctx, req, conf, namespace, name)
@@ -225,7 +225,7 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
 
 
 def delete(req: CniRequest, ctx: Context) -> str:
-    conf = parse_netconf(req.stdin, "DEL")
+    conf = parse_netconf(req.config(), "DEL")
     device_id = device_id_of(conf)
     record = ctx.records.get(device_id) if device_id else None
     mine = record if record is not None and record.same_attachment(req.container_id,
@@ -290,7 +290,7 @@ def _device_of_port(ctx: Context, req: CniRequest) -> str | None:
 
 
 def check(req: CniRequest, ctx: Context) -> str:
-    conf = parse_netconf(req.stdin, "CHECK")
+    conf = parse_netconf(req.config(), "CHECK")
     check_netns(req.netns)
     if conf.prev_result is None:
         raise CniError(errors.INVALID_NETWORK_CONFIG, "CHECK without prevResult",
@@ -342,7 +342,7 @@ def status(req: CniRequest, ctx: Context) -> str:
     """Ready when this network's ADDs could succeed: its pool is configured and the vSwitch
     that pool plugs into answers (a NIC pool needs none). A network that names no pool
     may get a device of any pool, so then every vSwitch the agent runs must answer."""
-    conf = parse_netconf(req.stdin, "STATUS")
+    conf = parse_netconf(req.config(), "STATUS")
     pool = _network_pool(ctx, conf)
     if pool is None:
         needed = sorted(ctx.vswitches)
@@ -389,7 +389,7 @@ def _network_pool(ctx: Context, conf: NetConf) -> str | None:
 
 
 def gc(req: CniRequest, ctx: Context) -> str:
-    conf = parse_netconf(req.stdin, "GC")
+    conf = parse_netconf(req.config(), "GC")
     if conf.valid_attachments is None:
         raise CniError(errors.INVALID_NETWORK_CONFIG, "GC without cni.dev/valid-attachments",
                        "the runtime passes the attachments that stay; an empty list removes all")
@@ -419,7 +419,7 @@ def gc(req: CniRequest, ctx: Context) -> str:
 
 
 def version(req: CniRequest, ctx: Context | None = None) -> str:
-    return json.dumps({"cniVersion": cni_version_of(req.stdin),
+    return json.dumps({"cniVersion": version_of(read_document(req.stdin)),
                        "supportedVersions": list(SUPPORTED_VERSIONS)})
 
 

@@ -109,13 +109,18 @@ _TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a l
                bool: "true or false"}
 
 
-def cni_version_of(stdin: bytes) -> str:
-    """The cniVersion to answer in, from a config that may be broken: best effort."""
+def read_document(stdin: bytes) -> dict[str, Any] | CniError:
+    """The config document, or the CniError decoding it gave: a call's stdin is decoded
+    once, and the error is raised where a verb needs the config."""
     try:
-        doc = json.loads(stdin)
-        version = doc.get("cniVersion") if isinstance(doc, dict) else None
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deeply
-        return SPEC_VERSION
+        return decode(stdin)
+    except CniError as exc:
+        return exc
+
+
+def version_of(document: dict[str, Any] | CniError) -> str:
+    """The cniVersion to answer in, from a config that may be broken: best effort."""
+    version = document.get("cniVersion") if isinstance(document, dict) else None
     return version if isinstance(version, str) and version in SUPPORTED_VERSIONS \
         else SPEC_VERSION
 
@@ -277,9 +282,10 @@ def _log_ignored(doc: dict[str, Any], network: str) -> None:
                       key[:64], json.dumps(doc[key])[:64])
 
 
-def parse_netconf(stdin: bytes, command: str) -> NetConf:
-    """Validate a numanet network configuration; raises CniError with the spec's code."""
-    doc = decode(stdin)
+def parse_netconf(config: bytes | dict[str, Any], command: str) -> NetConf:
+    """Validate a numanet network configuration (stdin, or the document already decoded
+    from it); raises CniError with the spec's code."""
+    doc = decode(config) if isinstance(config, bytes) else config
     version = _version(doc, command)
     name = _typed(doc, "name", str)
     if not name or not _NETWORK_NAME.fullmatch(name):

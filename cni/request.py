@@ -13,10 +13,12 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from cni import errors
 from cni.errors import CniError
 from cni.mac import MAC
+from cni.netconf import read_document
 
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
 # Variables the spec requires per command (CNI_COMMAND itself is always required).
@@ -70,6 +72,15 @@ class CniRequest:
     args: CniArgs = field(default_factory=CniArgs)
     path: tuple[str, ...] = ()
     stdin: bytes = b""
+    # stdin decoded once for the whole call (netconf.read_document); None: not yet.
+    document: dict[str, Any] | CniError | None = field(default=None, compare=False, repr=False)
+
+    def config(self) -> dict[str, Any]:
+        """The network config document; raises the CniError that decoding stdin gave."""
+        document = self.document if self.document is not None else read_document(self.stdin)
+        if isinstance(document, CniError):
+            raise document
+        return document
 
     def env(self) -> dict[str, str]:
         """The CNI environment to hand to a delegated plugin (same values, spec order)."""
@@ -199,8 +210,10 @@ def _is_utf8(value: str) -> bool:
     return True
 
 
-def parse_request(env: Mapping[str, str], stdin: bytes) -> CniRequest:
-    """Validate the CNI environment of one call; raises CniError (code 4) naming the variable."""
+def parse_request(env: Mapping[str, str], stdin: bytes,
+                  document: dict[str, Any] | CniError | None = None) -> CniRequest:
+    """Validate the CNI environment of one call; raises CniError (code 4) naming the variable.
+    ``document``: stdin already decoded (``netconf.read_document``)."""
     command = env.get("CNI_COMMAND", "")
     if command not in COMMANDS:
         raise _invalid(f"CNI_COMMAND {command[:40]!r} is not a CNI command" if command
@@ -228,4 +241,5 @@ def parse_request(env: Mapping[str, str], stdin: bytes) -> CniRequest:
         args=parse_cni_args(env.get("CNI_ARGS", "")),
         path=_parse_path(env.get("CNI_PATH", "")),
         stdin=stdin,
+        document=document,
     )

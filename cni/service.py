@@ -19,7 +19,6 @@ agent's own user) are refused by their credentials as well.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -29,13 +28,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from cni import errors, metrics
 from cni.commands import VERBS, Allocations, Context
 from cni.container_config import DEVINFO_ROOT
 from cni.context import not_known_down
 from cni.errors import CniError
-from cni.netconf import SPEC_VERSION, cni_version_of
+from cni.netconf import SPEC_VERSION, read_document, version_of
 from cni.podresources import PodResourcesClient
 from cni.request import COMMANDS, ENV_NAMES, parse_request
 from cni.shim import MAGIC
@@ -66,9 +66,10 @@ def run_call(env: Mapping[str, str], stdin: bytes, ctx: Context) -> tuple[int, s
     version, who = SPEC_VERSION, "-"
     code = errors.INTERNAL_ERROR
     try:
-        version = cni_version_of(stdin)
-        who = _who(env, stdin)
-        req = parse_request(env, stdin)
+        document = read_document(stdin)  # the one decode of stdin for this call
+        version = version_of(document)
+        who = _who(env, document)
+        req = parse_request(env, stdin, document)
         out = VERBS[req.command](req, ctx)
         code = 0
         log.debug("CNI %s ok %s ms=%.1f", command, who, (time.monotonic() - started) * 1000)
@@ -90,24 +91,20 @@ def run_call(env: Mapping[str, str], stdin: bytes, ctx: Context) -> tuple[int, s
                                  time.monotonic() - started)
 
 
-def _who(env: Mapping[str, str], stdin: bytes = b"") -> str:
+def _who(env: Mapping[str, str], document: dict[str, Any] | CniError | None = None) -> str:
     """device_id=, pod=, container=, ifname= of a call for log lines, from values not yet
     validated (so repr'd: a newline in CNI_ARGS must not forge a log line)."""
     args = dict(item.partition("=")[::2] for item in env.get("CNI_ARGS", "").split(";"))
     pod = f"{args.get('K8S_POD_NAMESPACE', '')}/{args.get('K8S_POD_NAME', '')}"
     pod = "-" if pod == "/" else pod  # the runtime named none (a DEL may not)
-    return (f"device_id={_device_id_of(stdin)[:64]!r} pod={pod[:130]!r} "
+    return (f"device_id={_device_id_of(document)[:64]!r} pod={pod[:130]!r} "
             f"container={env.get('CNI_CONTAINERID', '')[:12]!r} "
             f"ifname={env.get('CNI_IFNAME', '')[:16]!r}")
 
 
-def _device_id_of(stdin: bytes) -> str:
+def _device_id_of(doc: dict[str, Any] | CniError | None) -> str:
     """The device ID a network config names (deviceID or runtimeConfig.deviceID), best
     effort: '-' when it names none or cannot be read."""
-    try:
-        doc = json.loads(stdin)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deeply
-        return "-"
     if not isinstance(doc, dict):
         return "-"
     runtime = doc.get("runtimeConfig")
@@ -375,7 +372,7 @@ class CniService:
                     log.warning("CNI shim went away during its request error=%s", exc)
                     return
                 except Exception as exc:  # noqa: BLE001 - a bug; the caller still gets an answer
-                    log.exception("CNI call crashed %s", _who(env, stdin))
+                    log.exception("CNI call crashed %s", _who(env, read_document(stdin)))
                     code, out = 1, CniError(
                         errors.INTERNAL_ERROR,
                         f"internal error in the numanet agent: {type(exc).__name__}: {exc}",
@@ -388,7 +385,7 @@ class CniService:
                     # The shim gave up (runtime timeout): the call's effects stand; the
                     # runtime's DEL or GC will undo them.
                     log.warning("CNI shim went away before the answer %s error=%s",
-                                _who(env, stdin), exc)
+                                _who(env, read_document(stdin)), exc)
         finally:
             with self._active_lock:
                 self._active.discard(threading.current_thread())

@@ -5,7 +5,6 @@ attachment goes last, so whatever could not be undone is still known to a retry.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -109,7 +108,7 @@ def record_netconf(record: AttachmentRecord) -> NetConf | None:
     if not record.netconf:
         return None
     try:
-        return parse_netconf(json.dumps(record.netconf).encode(), "DEL")
+        return parse_netconf(dict(record.netconf), "DEL")
     except CniError as exc:
         log.warning("stored config unusable %s error=%s", record.what, exc)
         return None

@@ -126,7 +126,12 @@ class CpuTopology(Protocol):
 
 
 class VSwitch(abc.ABC):
-    """One vSwitch instance. Calls are thread safe; ``plug`` of one device ID is idempotent."""
+    """One vSwitch instance; ``plug`` of one device ID is idempotent.
+
+    Calls for different devices may run in parallel. Calls for one device ID come one at a
+    time: the caller serialises them (the CNI holds its per-device lock, ``cni.locks``,
+    around the whole verb), so a backend keeps no per-device lock of its own.
+    """
 
     name: str  # "ovs" | "vpp"
 

@@ -543,24 +543,6 @@ def test_sixteen_parallel_plugs_and_unplugs(ovs_bench):
     assert not any(os.path.exists(s.socket_path) for s in specs)
 
 
-def test_same_device_plugged_from_many_threads_gives_one_port(ovs_bench):
-    s = spec(ovs_bench, "one-ovs-n0-001")
-    barrier = threading.Barrier(8)
-    got: list[object] = []
-
-    def plug() -> None:
-        barrier.wait()
-        got.append(ovs_bench.switch.plug(s))
-
-    threads = [threading.Thread(target=plug) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert len(got) == 8 and all(g == got[0] for g in got)
-    assert bridge_ports(ovs_bench.ovs, ovs_bench.bridge) == [port_name(s.device_id)]
-
-
 # -- health, unavailability ------------------------------------------------------------------
 
 

@@ -116,8 +116,6 @@ class OvsVSwitch(VSwitch):
         self._vhost_sock_dir = vhost_sock_dir
         self._conn: Connection | None = None
         self._connect_lock = threading.Lock()
-        self._device_locks: dict[str, threading.Lock] = {}
-        self._device_locks_guard = threading.Lock()
 
     # -- connection --------------------------------------------------------------------
 
@@ -192,10 +190,6 @@ class OvsVSwitch(VSwitch):
 
         return bool(conn.wait_for(applied, timeout))
 
-    def _device_lock(self, device_id: str) -> threading.Lock:
-        with self._device_locks_guard:
-            return self._device_locks.setdefault(device_id, threading.Lock())
-
     # -- reads -------------------------------------------------------------------------
 
     @staticmethod
@@ -255,16 +249,15 @@ class OvsVSwitch(VSwitch):
 
     def plug(self, spec: PortSpec) -> PluggedPort:
         plan = _ports.plan_port(spec, self.bridge)
-        with self._device_lock(spec.device_id):
-            conn = self._connection()
-            existing = self._plugged(conn, spec.device_id)
-            if existing is not None and not existing[0].prepared:
-                return self._replug(conn, spec, plan, *existing)
-            if existing is not None:
-                claimed = self._claim(conn, spec, plan, *existing)
-                if claimed is not None:
-                    return claimed
-            return self._create(conn, spec, plan)
+        conn = self._connection()
+        existing = self._plugged(conn, spec.device_id)
+        if existing is not None and not existing[0].prepared:
+            return self._replug(conn, spec, plan, *existing)
+        if existing is not None:
+            claimed = self._claim(conn, spec, plan, *existing)
+            if claimed is not None:
+                return claimed
+        return self._create(conn, spec, plan)
 
     def prepare(self, spec: PortSpec) -> PluggedPort:
         if spec.owner != Owner():
@@ -273,12 +266,11 @@ class OvsVSwitch(VSwitch):
                 "one: plug it instead"
             )
         plan = _ports.plan_port(spec, self.bridge, prepared=True)
-        with self._device_lock(spec.device_id):
-            conn = self._connection()
-            existing = self._plugged(conn, spec.device_id)
-            if existing is not None:
-                return existing[0]
-            return self._create(conn, spec, plan)
+        conn = self._connection()
+        existing = self._plugged(conn, spec.device_id)
+        if existing is not None:
+            return existing[0]
+        return self._create(conn, spec, plan)
 
     def _create(self, conn: Connection, spec: PortSpec, plan: _ports.PortPlan) -> PluggedPort:
         """A new port: one transaction, then wait for ovs-vswitchd to set it up; removed
@@ -579,13 +571,12 @@ class OvsVSwitch(VSwitch):
     def unplug(self, device_id: str) -> bool:
         if not isinstance(device_id, str) or not device_id:
             raise VSwitchError(f"device ID {device_id!r} is empty or not a string")
-        with self._device_lock(device_id):
-            conn = self._connection()
-            existing = self._plugged(conn, device_id)
-            if existing is None:
-                log.info("no port to unplug, device_id=%s", device_id)
-                return False
-            return self._remove(conn, device_id, *existing)
+        conn = self._connection()
+        existing = self._plugged(conn, device_id)
+        if existing is None:
+            log.info("no port to unplug, device_id=%s", device_id)
+            return False
+        return self._remove(conn, device_id, *existing)
 
     def _remove(
         self, conn: Connection, device_id: str, plugged: PluggedPort, ids: dict[str, str]
