@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint protos protos-check bench demo clean
+.PHONY: venv test lint protos protos-check bench demo mutate clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@# Debian's python3 needs python3-venv for `-m venv` (ensurepip); install it when missing.
@@ -21,7 +21,7 @@ test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: venv
-	$(PY) -m ruff check numa vswitch deviceplugin cni tests bench
+	$(PY) -m ruff check numa vswitch deviceplugin cni tests bench tools
 	$(PY) -m mypy numa vswitch deviceplugin cni
 
 protos: venv
@@ -30,6 +30,12 @@ protos: venv
 # Fails when the checked-in generated modules differ from what the .proto files give.
 protos-check: venv
 	PYTHON=$(PY) $(PY) -m pytest -q tests/protos
+
+# Mutation testing of the core modules (tools/mutate.py; minutes, not run in CI): score per
+# module and every surviving mutant; fails when a module scores under 90 %.
+MUTATE_ARGS ?=
+mutate: venv
+	nice -n 15 $(PY) tools/mutate.py $(MUTATE_ARGS)
 
 bench: venv
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
@@ -41,4 +47,4 @@ demo: venv
 	$(PY) -m deviceplugin.cli demo $(DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache mutants
