@@ -41,15 +41,6 @@ def is_dns_subdomain(name: str) -> bool:
     return bool(_DNS_SUBDOMAIN.fullmatch(name))
 
 
-def validate_pool_name(name: str) -> str:
-    if not isinstance(name, str) or not is_dns_label(name):
-        raise InvalidName(
-            f"pool name {name!r} is not a DNS label: use lower-case letters, digits and '-', "
-            "at most 63 characters, starting and ending with a letter or digit"
-        )
-    return name
-
-
 def validate_prefix(prefix: str) -> str:
     if not isinstance(prefix, str) or not is_dns_subdomain(prefix):
         raise InvalidName(f"resource prefix {prefix!r} is not a DNS subdomain such as numanet.io")
