@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: venv debian-packages test lint protos protos-check bench fuzz demo app-pyz clean
+.PHONY: venv debian-packages test lint protos protos-check bench fuzz mutate demo app-pyz clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@# Debian's python3 needs python3-venv for `-m venv` (ensurepip); install it when missing.
@@ -30,7 +30,7 @@ PACKAGES := numa vswitch protos deviceplugin dra cni agent webhook demo app
 
 # ruff, mypy, and the packages' direction (.importlinter, docs/architecture.md).
 lint: venv
-	$(PY) -m ruff check $(filter-out protos,$(PACKAGES)) tests bench
+	$(PY) -m ruff check $(filter-out protos,$(PACKAGES)) tests bench tools
 	$(PY) -m mypy $(filter-out protos,$(PACKAGES))
 	$(VENV)/bin/lint-imports --no-cache
 
@@ -40,6 +40,12 @@ protos: venv
 # Fails when the checked-in generated modules differ from what the .proto files give.
 protos-check: venv
 	PYTHON=$(PY) $(PY) -m pytest -q tests/protos
+
+# Mutation testing of the core modules (tools/mutate.py; minutes, not run in CI): score per
+# module and every surviving mutant; fails when a module scores under 90 %.
+MUTATE_ARGS ?=
+mutate: venv
+	nice -n 15 $(PY) tools/mutate.py $(MUTATE_ARGS)
 
 bench: venv
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
@@ -61,4 +67,4 @@ app-pyz:
 	PYTHON=$(PYTHON) deploy/tools/build-app-pyz.sh build/numanet-app.pyz
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache mutants

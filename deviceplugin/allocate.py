@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -300,11 +299,9 @@ class Allocator:
             os.chmod(path.parent, 0o711)
             os.mkdir(path, 0o700)
         # O_NOFOLLOW: a symlink planted in place of a slot directory is refused, not followed.
+        # O_DIRECTORY: a file there is refused (ENOTDIR), so fd is a directory.
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISDIR(info.st_mode):  # pragma: no cover - O_DIRECTORY ensures it
-                raise AllocateError(f"{path} is not a directory")
             gid = self.settings.slot_group
             if os.geteuid() == 0:
                 os.fchown(fd, 0, gid if gid is not None else 0)
@@ -316,7 +313,8 @@ class Allocator:
 
 def _iommu_group(group: str) -> str:
     """An IOMMU group is a number; anything else must not reach a /dev path."""
-    if not group.isdigit():
+    # isascii: str.isdigit() also takes digits such as '²' that are no group number.
+    if not (group.isascii() and group.isdigit()):
         raise AllocateError(f"IOMMU group {group!r} is not a number")
     return group
 

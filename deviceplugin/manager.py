@@ -51,7 +51,7 @@ class PoolView:
     note: str = ""
     by_id: Mapping[str, DeviceView] = field(default_factory=dict, compare=False, repr=False)
     # where each device is, for preferred allocation; built once per generation
-    layout: DeviceLayout = field(default_factory=lambda: DeviceLayout({}, {}),
+    layout: DeviceLayout = field(default_factory=lambda: DeviceLayout({}),
                                  compare=False, repr=False)
     # NUMA node -> (devices, healthy devices); unhealthy reason -> count (for status)
     per_node: Mapping[int | None, tuple[int, int]] = field(default_factory=dict,

@@ -42,6 +42,7 @@ def is_dns_subdomain(name: str) -> bool:
 
 
 def validate_pool_name(name: str) -> str:
+    """A pool name from outside (a claim's DRA pool), refused unless it is a DNS label."""
     if not isinstance(name, str) or not is_dns_label(name):
         raise InvalidName(
             f"pool name {name!r} is not a DNS label: use lower-case letters, digits and '-', "

@@ -6,7 +6,8 @@ Rules, in order:
 2. the answer spans as few NUMA nodes as possible (a DPDK app pays for every cross-node
    packet);
 3. among equally small node sets, the nodes of the must-include devices come first, then the
-   lowest node IDs;
+   lowest node IDs (beyond 16 NUMA groups besides the must-include ones, where trying every
+   combination gets expensive: the biggest groups, the lower node first among equals);
 4. within the chosen nodes, the lowest indexes (so allocations pack and stay predictable);
 5. only devices from ``available``, exactly ``size`` of them, no duplicates.
 A request that cannot be met raises PreferredAllocationError saying why.
@@ -22,6 +23,8 @@ from typing import Any
 
 # Beyond this many NUMA groups, exhaustive combinations get expensive; fall back to greedy.
 _MAX_EXACT_GROUPS = 16
+# Where the unknown-NUMA group sorts: after every node ID the kernel can have (< 1024).
+_UNKNOWN_NODE_LAST = 1 << 16
 
 
 class PreferredAllocationError(ValueError):
@@ -37,7 +40,6 @@ class DeviceLayout:
     """
 
     groups: Mapping[int | None, frozenset[str]]  # NUMA node (None: unknown) -> device IDs
-    order: Mapping[str, Any]  # device ID -> sort key, lowest first
     nodes: Mapping[str, int | None] = field(default_factory=dict)  # device ID -> node
     # NUMA node -> its device IDs, lowest sort key first
     ranked: Mapping[int | None, tuple[str, ...]] = field(default_factory=dict)
@@ -53,10 +55,12 @@ class DeviceLayout:
             order[device_id] = key
             nodes[device_id] = node
         ranked = {n: tuple(sorted(ids, key=order.__getitem__)) for n, ids in groups.items()}
-        return cls({n: frozenset(ids) for n, ids in groups.items()}, order, nodes, ranked)
+        return cls({n: frozenset(ids) for n, ids in groups.items()}, nodes, ranked)
 
     def lowest(self, node: int | None, candidates: set[str], count: int) -> list[str]:
-        """The ``count`` candidates of ``node`` with the lowest sort keys."""
+        """The ``count`` candidates of ``node`` with the lowest sort keys; IDs the layout does
+        not know (stale IDs from the kubelet, which join the unknown-NUMA group) come after
+        every known one, lowest ID first."""
         ranked = self.ranked.get(node, ())
         picked: list[str] = []
         # Walk the node's pre-sorted IDs: usually a few steps, not a sort of thousands.
@@ -65,13 +69,7 @@ class DeviceLayout:
                 picked.append(device_id)
                 if len(picked) == count:
                     return picked
-        strays = candidates.difference(ranked) if len(picked) < len(candidates) else ()
-        return picked + heapq.nsmallest(count - len(picked), strays, key=self.key)
-
-    def key(self, device_id: str) -> tuple[int, Any]:
-        # Devices the layout does not know (a stale ID from the kubelet) sort last.
-        known = self.order.get(device_id)
-        return (0, known) if known is not None else (1, device_id)
+        return picked + heapq.nsmallest(count - len(picked), candidates.difference(ranked))
 
 
 def preferred_allocation(available: Sequence[str], must_include: Sequence[str], size: int,
@@ -121,9 +119,9 @@ def preferred_allocation(available: Sequence[str], must_include: Sequence[str], 
         f"could only choose {len(chosen)} of {size} devices")
 
 
-def _node_order(node: int | None) -> tuple[int, int]:
+def _node_order(node: int | None) -> int:
     # Unknown NUMA (a NIC whose sysfs says -1) sorts after every real node.
-    return (1, 0) if node is None else (0, node)
+    return _UNKNOWN_NODE_LAST if node is None else node
 
 
 def _choose_extra_nodes(groups: Mapping[int | None, set[str]], must_nodes: set[int | None],

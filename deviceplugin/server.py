@@ -135,7 +135,7 @@ class PoolServer(api_pb2_grpc.DevicePluginServicer):
         started = time.perf_counter()
         response = api_pb2.PreferredAllocationResponse()
         view = self.manager.pool(self.pool)
-        layout = view.layout if view is not None else DeviceLayout({}, {})
+        layout = view.layout if view is not None else DeviceLayout({})
         with metrics.kubelet_call(self.pool, "GetPreferredAllocation") as call:
             for container in request.container_requests:
                 must = list(container.must_include_deviceIDs)
