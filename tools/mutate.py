@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES: dict[str, tuple[str, ...]] = {
     "deviceplugin/preferred.py": ("tests/deviceplugin/test_preferred",),
     "deviceplugin/naming.py": ("tests/deviceplugin/test_naming", "tests/deviceplugin/test_pools",
-                               "tests/deviceplugin/test_config"),
+                               "tests/agent/test_config"),
     "deviceplugin/allocate.py": ("tests/deviceplugin/test_allocate",),
     "deviceplugin/pools.py": ("tests/deviceplugin/test_pools",),
     "deviceplugin/slots.py": ("tests/deviceplugin/test_slots", "tests/deviceplugin/test_pools",
@@ -61,6 +61,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "numa/cpus.py": ("tests/numa/",),
     "numa/pci.py": ("tests/numa/",),
     "numa/nodes.py": ("tests/numa/",),
+    "dra/slices.py": ("tests/dra/test_slices",),
 }
 
 
