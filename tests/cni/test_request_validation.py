@@ -338,3 +338,51 @@ LONG = "/" * 100
 ])
 def test_messages_quote_the_start_of_a_long_bad_value(call, message: str) -> None:
     assert refused(call).msg == message
+
+
+# --- bytes that are not UTF-8 ------------------------------------------------------------------
+# The shim decodes the environment with surrogateescape: such bytes arrive as lone surrogates.
+
+@pytest.mark.parametrize("name", ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS",
+                                  "CNI_PATH"])
+def test_a_variable_that_is_not_utf8_is_refused(name: str) -> None:
+    value = env()[name] + "\udcff"
+    error = refused(parse_request, env(**{name: value}), b"")
+    assert error.msg == f"{name} {value!r} is not UTF-8 text"
+    assert "not UTF-8" in error.details
+
+
+def test_a_netns_path_that_is_not_utf8_is_refused_though_absolute() -> None:
+    """No later rule would catch this one: the UTF-8 check alone refuses it."""
+    assert parse_request(env(CNI_NETNS="/var/run/netns/\u00e9"), b"").netns.endswith("\u00e9")
+    refused(parse_request, env(CNI_NETNS="/var/run/netns/\udce9"), b"")
+    refused(parse_request, env(CNI_COMMAND="STATUS", CNI_PATH="/opt/\udce9"), b"")
+
+
+def test_a_value_that_is_not_utf8_is_quoted_cut_short() -> None:
+    value = "/" + "n" * 99 + "\udcff"
+    error = refused(parse_request, env(CNI_NETNS=value), b"")
+    assert error.msg == f"CNI_NETNS {value[:80]!r} is not UTF-8 text"
+
+
+# --- the config document ------------------------------------------------------------------------
+
+def test_the_config_is_decoded_from_stdin_when_not_given() -> None:
+    request = parse_request(env(), b'{"cniVersion": "1.1.0", "name": "n"}')
+    assert request.config() == {"cniVersion": "1.1.0", "name": "n"}
+
+
+def test_the_config_already_decoded_is_used_not_stdin() -> None:
+    request = parse_request(env(), b"not json", document={"name": "decoded"})
+    assert request.config() == {"name": "decoded"}
+
+
+def test_the_decoding_error_is_raised_where_the_config_is_needed() -> None:
+    request = parse_request(env(), b"not json")  # parsing the request itself does not decode
+    with pytest.raises(CniError) as err:
+        request.config()
+    assert err.value.code == errors.DECODE_FAILURE
+    given = CniError(errors.DECODE_FAILURE, "given", "details")
+    with pytest.raises(CniError) as err:
+        parse_request(env(), b"{}", document=given).config()
+    assert err.value is given
