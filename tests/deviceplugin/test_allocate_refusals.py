@@ -15,7 +15,7 @@ import pytest
 
 from deviceplugin import cdi, naming
 from deviceplugin.allocate import AllocateError, Allocator, AllocatorSettings, container_env
-from deviceplugin.config import Config, HugepagesConfig
+from deviceplugin.config import Config, HugepagesConfig, PoolConfig
 from deviceplugin.slots import Slot
 from deviceplugin.state import AllocationStore
 
@@ -307,3 +307,68 @@ def test_release(tmp_path: Path) -> None:
     assert bed.allocator.release("vh-n0-000") is False
     assert bed.manager.notified == ["vh", "vh"]
     assert bed.allocator.cleanup() == 0
+
+
+# --- DRA pools and CDI; slot directories as they are made ---------------------------------
+
+DRA_CONFIG = Config(hugepages=HugepagesConfig(path=PAGES), pools=(
+    PoolConfig(name="vh", kind="vhost-user", vswitch="ovs", mode="server", frontend="dra"),
+    PoolConfig(name="nic", kind="dpdk-nic"),
+))
+
+
+def test_a_dra_pool_gets_no_per_slot_cdi_spec(tmp_path: Path) -> None:
+    """A claim carries its own CDI spec (dra/prepare.py): --cdi-dir is for the other pools."""
+    cdi_dir = tmp_path / "cdi"
+    bed = Bed(tmp_path, config=DRA_CONFIG, cdi_dir=cdi_dir)
+    grant = bed.allocator.grant("vh", ["vh-n0-000"])
+    assert grant.cdi_prefix is None
+    assert [m.host_path for m in grant.edits[0].mounts] == [
+        str(bed.run_dir / "s" / "vh-n0-000"), str(PAGES)]
+    assert not cdi.spec_path(cdi_dir, PREFIX, "vh-n0-000").exists()
+    nic = bed.allocator.grant("nic", ["0000:3b:02.0"])  # a device-plugin pool: specs written
+    assert nic.cdi_prefix == PREFIX
+    assert cdi.spec_path(cdi_dir, PREFIX, "0000:3b:02.0").is_file()
+    # restore and release leave the DRA pool's CDI directory alone too.
+    assert bed.allocator.restore() == 2
+    assert not cdi.spec_path(cdi_dir, PREFIX, "vh-n0-000").exists()
+    assert sorted(p.name for p in cdi_dir.iterdir()) == \
+        [cdi.spec_path(cdi_dir, PREFIX, "0000:3b:02.0").name]
+    assert bed.allocator.release("vh-n0-000") is True
+    assert bed.allocator.release("0000:3b:02.0") is True
+    assert not any(cdi_dir.iterdir())
+
+
+def test_a_release_without_configuration_still_forgets_the_allocation(tmp_path: Path) -> None:
+    bed = Bed(tmp_path, cdi_dir=tmp_path / "cdi")
+    bed.allocator.allocate("vh", ["vh-n0-000"])
+    bed.manager.config = None
+    assert bed.allocator.release("vh-n0-000") is True
+    assert bed.allocator.all() == {}
+    assert not naming.devinfo_path("numanet.io/vh", "vh-n0-000", bed.devinfo).exists()
+
+
+@pytest.mark.parametrize("run_dir_exists", [False, True])
+def test_a_slot_directory_is_never_open_to_others_even_before_its_mode_is_set(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_dir_exists: bool) -> None:
+    """Made 0700, then opened up for the group: no moment in which others may enter."""
+    bed = Bed(tmp_path)
+    if run_dir_exists:
+        (bed.run_dir / "s").mkdir(parents=True)
+    seen: list[int] = []
+    fchmod = os.fchmod
+
+    def record(fd: int, mode: int) -> None:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):  # not the device-info files
+            seen.append(stat.S_IMODE(info.st_mode))
+        fchmod(fd, mode)
+
+    monkeypatch.setattr(os, "fchmod", record)
+    umask = os.umask(0)  # the mode numanet asks for, not what the umask leaves of it
+    try:
+        bed.allocator.allocate("vh", ["vh-n0-000", "vh-n1-001"])
+    finally:
+        os.umask(umask)
+    assert seen == [0o700, 0o700]
+    assert stat.S_IMODE(os.stat(bed.run_dir / "s" / "vh-n0-000").st_mode) == 0o750
