@@ -83,7 +83,9 @@ def slice_name(node: str, driver: str, pool: str, index: int) -> str:
     if len(name) <= _MAX_NAME:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-    return f"{name[:_MAX_NAME - len(digest) - len(str(index)) - 2]}-{digest}-{index}"
+    # A cut just after one of the node's dots would leave ".-", which no DNS subdomain holds.
+    head = name[:_MAX_NAME - len(digest) - len(str(index)) - 2].rstrip(".")
+    return f"{head}-{digest}-{index}"
 
 
 def pool_slices(node: str, driver: str, pool: PoolDevices) -> list[dict[str, Any]]:
