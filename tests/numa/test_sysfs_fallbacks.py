@@ -237,3 +237,20 @@ def test_a_vf_whose_pf_is_not_listed_still_gets_its_pf_name(tmp_path: Path) -> N
     assert [n.address for n in topo.nics] == ["0000:3b:01.0"]
     assert topo.nic("0000:3b:01.0").pf_name == "ens1"
     assert topo.nic("0000:3b:01.0").physfn == "0000:3b:00.0"
+
+
+def test_a_function_listed_as_a_directory_not_a_link_has_no_pcie_root(tmp_path: Path) -> None:
+    """bus/pci/devices/<addr> links into devices/pci<domain>:<bus>/...: the root complex is
+    read from that link. A copied tree without the link still lists the NIC."""
+    fake = node_tree(tmp_path, pci=(nic(), nic("0000:3c:00.0")))
+    assert numa.discover(fake).nic("0000:3b:00.0").pcie_root == "pci0000:3b"
+    listed = fake.root / "bus/pci/devices/0000:3b:00.0"
+    real = listed.resolve()
+    listed.unlink()
+    listed.mkdir()
+    for name in ("class", "vendor", "device", "numa_node"):
+        (listed / name).write_text((real / name).read_text())
+    topo = numa.discover(fake)
+    assert topo.nic("0000:3b:00.0").pcie_root is None
+    assert topo.nic("0000:3b:00.0").numa_node == 0
+    assert topo.nic("0000:3c:00.0").pcie_root == "pci0000:3c"
