@@ -68,9 +68,10 @@ class Node:
     ovs: Any  # demo.private_ovs.PrivateOvs
     bridge: str
     netns_name: str
-    plugin: Path
+    plugin: Path  # what the node runs: the relay when built, else the Python shim
     work_dir: Path  # on disk: configs, logs, kubelet dirs, IPAM leases
     volatile_dir: Path  # on tmpfs, as /run on a node: run dirs and device-info files
+    shim: Path | None = None  # the Python shim installed (the fallback), when it differs
 
     @property
     def ipam_dir(self) -> Path:
