@@ -93,7 +93,7 @@ def add(req: CniRequest, ctx: Context) -> str:
     what = record.what
 
     with ctx.locks.hold(device_id):
-        prepared = take_over(ctx, req, device_id, what)
+        take_over(ctx, req, device_id, what)
         try:
             ctx.records.put(record)
         except OSError as exc:
@@ -118,7 +118,7 @@ def add(req: CniRequest, ctx: Context) -> str:
                 raise CniError(errors.IO_FAILURE, f"ADD of {what} failed: {exc}") from None
             raise
     remember_shape(ctx, slot, conf)
-    if prepared is not None:
+    if "claimed" in done:
         metrics.observe_prepared_port(slot.pool, "claimed")
     log.info("attachment added %s network=%s mac=%s ips=%s%s", what, conf.name, mac,
              ",".join(ip.address for ip in ipam.ips) or "-",
@@ -164,7 +164,8 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
     a memif, the queue count the vSwitch chose: a memif's is written after the plug, any
     other's by the worker once IPAM is done, while the plug still waits (the container does
     not start before ADD answers, and an undo removes the file either way).
-    ``done`` gets "ipam" once a lease is held, so a failure knows whether to release it.
+    ``done`` gets "ipam" once a lease is held, so a failure knows whether to release it,
+    and "claimed" when the plug claimed a port prepared at Allocate.
     Returns the IPAM result and the vSwitch side's address (mode ip, else None)."""
 
     def address() -> IpamResult:
@@ -184,7 +185,8 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
         result = address()
         own_ip, vswitch_side = vswitch_address(result, record.what)
         if backend is not None:
-            plugged = backend.plug(port_spec(backend, slot, conf, owner, mac, vswitch_side))
+            plugged = backend.plug(port_spec(backend, slot, conf, owner, mac, vswitch_side,
+                                             take_over=True))
         peer = vswitch_side.partition("/")[0]
         view = ContainerView(conf.name, req.ifname, mac, result, conf.mtu,
                              queues=memif_queues(plugged), address=own_ip.address, peer=peer)
@@ -202,7 +204,9 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
     plug_error: BaseException | None = None
     try:
         if backend is not None:
-            plugged = backend.plug(port_spec(backend, slot, conf, owner, mac))
+            plugged = backend.plug(port_spec(backend, slot, conf, owner, mac, take_over=True))
+            if plugged.claimed:
+                done.add("claimed")
     except BaseException as exc:
         plug_error = exc
     # Always wait for the worker, so a failed plug never leaves a lease or file being

@@ -318,7 +318,13 @@ class OvsVSwitch(VSwitch):
         self._settler.wait(spec.device_id, self.timeout)
         existing = self._plugged(conn, spec.device_id)
         if existing is not None and not existing[0].prepared:
-            return self._replug(conn, spec, plan, *existing)
+            stale = self._stale(spec, plan, *existing) if spec.take_over else ""
+            if not stale:
+                return self._replug(conn, spec, plan, *existing)
+            log.warning("unrecorded port on device, removing it device_id=%s pod=%s port=%s "
+                        "(%s)", spec.device_id, spec.owner.pod, plan.name, stale)
+            self._remove(conn, spec.device_id, *existing)
+            existing = None
         if existing is not None:
             claimed = self._claim(conn, spec, plan, *existing)
             if claimed is not None:
@@ -429,10 +435,24 @@ class OvsVSwitch(VSwitch):
             f" changed {'; '.join(settings)}" if settings else "",
             extra={"device_id": spec.device_id, "port": plan.name},
         )
-        claimed = _ports.plugged_from_tags(plan.name, plan.bridge, port_ids)
+        claimed = replace(_ports.plugged_from_tags(plan.name, plan.bridge, port_ids),
+                          claimed=True)
         if spec.kind == "memif":
             return self._refresh_memif_queues(conn, spec, plan, claimed)
         return claimed
+
+    @staticmethod
+    def _stale(spec: PortSpec, plan: _ports.PortPlan, plugged: PluggedPort,
+               ids: dict[str, str]) -> str:
+        """Why an unprepared port cannot be this spec's as it is ("" when it is): another
+        owner, other settings."""
+        if plugged.owner != spec.owner:
+            owner = plugged.owner
+            return (f"owner {owner.pod},{owner.container_id[:12]},{owner.ifname}")
+        differences = _ports.spec_differences(plan, ids)
+        if plugged.network != plan.bridge:
+            differences.append(f"bridge: {plugged.network!r} -> {plan.bridge!r}")
+        return "; ".join(differences)
 
     def _replug(
         self,
