@@ -6,7 +6,9 @@ process, host-local IPAM in a network namespace, the pod-resources stand-in, the
 installed plugin exec'd per call), with N slots. Each round starts the N calls at once
 (one thread per call, each exec'ing the plugin) and times every call and the burst as a
 whole (first exec to last exit); ovs-vsctl gets the same treatment with the same port
-type. Several rounds give the spread. ``--profile`` also samples the service process with
+type. Every burst starts on a quiet ovs-vswitchd (a no-op ovs-vsctl write waited for), and
+the time until vswitchd has applied a CNI burst is printed too (a DEL answers once the
+port is gone from the database, before vswitchd is done). Several rounds give the spread. ``--profile`` also samples the service process with
 py-spy (``pip install py-spy``) during the bursts and prints its top functions.
 
     .venv/bin/python bench/bench_burst.py [--calls 32] [--rounds 5] [--profile]
@@ -145,6 +147,16 @@ def main() -> int:
         spy = profile(phase.service.pid, 3600, base / "profile.txt") if args.profile else None
         results: dict[str, tuple[list[float], list[float]]] = {
             k: ([], []) for k in ("add", "del", "vsctl_add", "vsctl_del")}
+        settled: dict[str, list[float]] = {"add": [], "del": []}
+
+        def settle() -> float:
+            """Until ovs-vswitchd has applied every change so far (a no-op write that
+            ovs-vsctl waits for, as it waits for its own): each burst starts on a quiet
+            vswitchd, and the CNI's DEL answers before vswitchd is done (the removals
+            settle in the background), so that time is shown too."""
+            start = time.perf_counter()
+            ovs.vsctl("set", "Open_vSwitch", ".", f"external_ids:bench-settle={time.time_ns()}")
+            return time.perf_counter() - start
 
         def record(key: str, outcome: tuple[float, list[float]]) -> None:
             results[key][0].append(outcome[0])
@@ -152,10 +164,17 @@ def main() -> int:
 
         for r in range(args.rounds + 1):  # round 0 warms up
             ids = [1000 * r + i for i in range(n)]
+            settle()
             adds = burst([lambda i=i: phase.cni(node.plugin, "ADD", i) for i in ids])
+            add_settled = adds[0] + settle()
             dels = burst([lambda i=i: phase.cni(node.plugin, "DEL", i) for i in ids])
+            del_settled = dels[0] + settle()
             vadd = burst([lambda i=i: phase.vsctl_add(i) for i in range(n)])
+            settle()
             vdel = burst([lambda i=i: phase.vsctl_del(i) for i in range(n)])
+            if r:
+                settled["add"].append(add_settled)
+                settled["del"].append(del_settled)
             if r:
                 for key, outcome in (("add", adds), ("del", dels), ("vsctl_add", vadd),
                                      ("vsctl_del", vdel)):
@@ -167,6 +186,10 @@ def main() -> int:
         delete = summary(f"CNI DEL x{n}", *results["del"])
         vadd = summary(f"ovs-vsctl add-port x{n}", *results["vsctl_add"])
         vdel = summary(f"ovs-vsctl del-port x{n}", *results["vsctl_del"])
+        for verb in ("add", "del"):
+            ms = sorted(t * 1000 for t in settled[verb])
+            print(f"  CNI {verb.upper()} x{n}, until ovs-vswitchd applied all: p50="
+                  f"{statistics.median(ms):7.1f} ms (rounds {ms[0]:.0f}..{ms[-1]:.0f})")
         leaks = phase.leaks()
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         print(f"target {n} DELs no slower than {n} ADDs (burst p50): {delete:.0f} ms vs "
