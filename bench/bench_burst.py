@@ -8,8 +8,9 @@ installed plugin exec'd per call), with N slots. Each round starts the N calls a
 whole (first exec to last exit); ovs-vsctl gets the same treatment with the same port
 type. Every burst starts on a quiet ovs-vswitchd (a no-op ovs-vsctl write waited for), and
 the time until vswitchd has applied a CNI burst is printed too (a DEL answers once the
-port is gone from the database, before vswitchd is done). Several rounds give the spread. ``--profile`` also samples the service process with
-py-spy (``pip install py-spy``) during the bursts and prints its top functions.
+port is gone from the database, before vswitchd is done). Several rounds give the
+spread. ``--profile`` also samples the service process with py-spy (``pip install
+py-spy``) during the bursts and prints its top functions.
 
     .venv/bin/python bench/bench_burst.py [--calls 32] [--rounds 5] [--profile]
 """

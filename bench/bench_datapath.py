@@ -118,7 +118,7 @@ def numanet_round(run: pod_path.AgentRun, seconds: float, r: int) -> tuple[traff
         ports = [port_name(a.device_id) for a in attachments]
         return run_peers(run.node.ovs, ports, sockets, macs, seconds, f"n{r}"), macs
     finally:
-        for attachment, conf in zip(attachments, confs):
+        for attachment, conf in zip(attachments, confs, strict=True):
             pod_path.timed([str(run.node.plugin)], pod_path._cni_env(
                 "DEL", attachment, naming.cni_socket(run.run_dir)), conf)
         for name in names:
@@ -133,7 +133,7 @@ def hand_round(node: pod_path.Node, macs: list[str], seconds: float, r: int) -> 
     ports = [f"hand{r}a", f"hand{r}b"]
     sockets = [directory / "a.sock", directory / "b.sock"]
     try:
-        for name, socket in zip(ports, sockets):
+        for name, socket in zip(ports, sockets, strict=True):
             ovs.vsctl("add-port", bridge, name, "--", "set", "Interface", name,
                       "type=dpdkvhostuserclient", f"options:vhost-server-path={socket}")
         return run_peers(ovs, ports, sockets, macs, seconds, f"h{r}")

@@ -102,6 +102,8 @@ def main() -> int:
     parser.add_argument("--adds", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--plugin-python", default=bench_cni.HOST_PYTHON)
+    parser.add_argument("--no-relay", action="store_true",
+                        help="install the Python shim even when the compiled relay is built")
     parser.add_argument("--prepared", action="store_true",
                         help="prepare each ADD's port first, as the agent does at Allocate")
     args = parser.parse_args()
@@ -112,7 +114,7 @@ def main() -> int:
         print(f"cannot run: {INSTALL_HINT} containernetworking-plugins")
         return 2
     _instrument()
-    from cni.install import install
+    from cni.install import find_relay, install
     from cni.prepare import prepare_port
     from cni.service import start_agent_service
     from demo.kubelet_standin.podresources import PodAllocation, PodResourcesStandIn
@@ -158,12 +160,14 @@ def main() -> int:
                     _events.append(("service call (run_call)", started, time.perf_counter()))
 
         service._call = timed_call
-        plugin = install(base / "bin" / "numanet", python=args.plugin_python)
+        relay = find_relay("none" if args.no_relay else "auto")
+        plugin = install(base / "bin" / "numanet", python=args.plugin_python, relay=relay)
         ipam = {"type": "host-local", "dataDir": str(base / "ipam"),
                 "ranges": [[{"subnet": "10.99.0.0/24"}]]}
         rows: list[dict[str, float]] = []
-        print(f"profiling {args.adds} ADDs (+{args.warmup} warm-up), plugin #!"
-              f"{args.plugin_python} -IS, ports {'prepared' if args.prepared else 'made'} "
+        print(f"profiling {args.adds} ADDs (+{args.warmup} warm-up), plugin "
+              f"{'the compiled relay' if relay else f'#!{args.plugin_python} -IS'}, ports "
+              f"{'prepared' if args.prepared else 'made'} "
               f"at ADD, load average {os.getloadavg()[0]:.1f}")
         slots = bench_cni.BenchSlots(run_dir)
         for i in range(args.warmup + args.adds):
