@@ -1,4 +1,4 @@
-"""Where a CNI ADD's time goes, phase by phase (the companion of bench_cni.py).
+"""Where a CNI ADD's (and DEL's) time goes, phase by phase (the companion of bench_cni.py).
 
 The same parts as bench_cni.py (private OVS-DPDK, host-local IPAM in a network namespace,
 the pod-resources stand-in, the shim installed by cni.install and exec'd per call), but
@@ -82,6 +82,14 @@ def _instrument() -> None:
     _timed(backend.OvsVSwitch, "_commit", "  plug: OVSDB transaction")
     _timed(backend.OvsVSwitch, "_claim", "  plug: claim of the prepared port")
     _timed(backend.OvsVSwitch, "_check_applied", "  plug: wait for ovs-vswitchd to apply")
+    import cni.teardown
+
+    _timed(cni.ipam.IpamDelegate, "delete", "IPAM DEL (exec host-local, in a worker)")
+    _timed(cni.teardown, "find_port", "port lookup")
+    _timed(backend.OvsVSwitch, "unplug", "unplug (all of it)")
+    _timed(backend.OvsVSwitch, "_settle", "unplug settled (vswitchd applied; background)")
+    _timed(cni.teardown, "remove_file", "container file removals")
+    _timed(cni.records.RecordStore, "delete", "attachment record removal")
 
 
 def _process_cpu() -> float:
@@ -165,6 +173,7 @@ def main() -> int:
         ipam = {"type": "host-local", "dataDir": str(base / "ipam"),
                 "ranges": [[{"subnet": "10.99.0.0/24"}]]}
         rows: list[dict[str, float]] = []
+        del_rows: list[dict[str, float]] = []
         print(f"profiling {args.adds} ADDs (+{args.warmup} warm-up), plugin "
               f"{'the compiled relay' if relay else f'#!{args.plugin_python} -IS'}, ports "
               f"{'prepared' if args.prepared else 'made'} "
@@ -194,7 +203,27 @@ def main() -> int:
                 agent_cpu = _process_cpu() - before - shim_cpu
                 if code != 0:
                     raise RuntimeError(f"{command} failed: {out.decode()[:300]}")
-                if command != "ADD" or i < args.warmup:
+                if i < args.warmup:
+                    continue
+                if command == "DEL":
+                    with _events_lock:
+                        events = list(_events)
+                    name = f"vd{i % bench_cni.DEVICES}"
+                    vsctl = ["ovs-vsctl", f"--db={ovs.db}"]
+                    _run([*vsctl, "add-port", bridge, name, "--", "set", "Interface", name,
+                          "type=dpdkvhostuserclient",
+                          f"options:vhost-server-path={volatile}/{name}.sock"], ovs.env, b"")
+                    began = time.perf_counter()
+                    _run([*vsctl, "del-port", bridge, name], ovs.env, b"")
+                    row = {"DEL, wall clock (plugin exec to exit)": ended - started,
+                           "ovs-vsctl del-port, wall clock (same run)":
+                               time.perf_counter() - began}
+                    for label, begin, end in events:
+                        row[label] = row.get(label, 0.0) + end - begin
+                        if label == "service call (run_call)":
+                            row["  plugin exec until the service starts the call"] = \
+                                begin - started
+                    del_rows.append(row)
                     continue
                 name = f"vs{i % bench_cni.DEVICES}"
                 vsctl = ["ovs-vsctl", f"--db={ovs.db}"]
@@ -219,11 +248,13 @@ def main() -> int:
                         row["  service answer until the shim has exited"] = ended - end
                 rows.append(row)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
-        labels = list(dict.fromkeys(label for row in rows for label in row))
-        for label in labels:
-            ms = sorted(row.get(label, 0.0) * 1000 for row in rows)
-            print(f"  {label:<54} p50={statistics.median(ms):7.2f} ms  "
-                  f"p90={ms[int(0.9 * (len(ms) - 1))]:7.2f} ms")
+        for title, table in (("ADD", rows), ("DEL (the same attachments)", del_rows)):
+            print(f"{title}:")
+            labels = list(dict.fromkeys(label for row in table for label in row))
+            for label in labels:
+                ms = sorted(row.get(label, 0.0) * 1000 for row in table)
+                print(f"  {label:<54} p50={statistics.median(ms):7.2f} ms  "
+                      f"p90={ms[int(0.9 * (len(ms) - 1))]:7.2f} ms")
         return 0
     finally:
         for step in reversed(cleanup):
