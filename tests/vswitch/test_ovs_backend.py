@@ -612,6 +612,35 @@ def test_a_vswitchd_that_stops_answering_is_found_by_the_probe(fresh_bench):
     eventually(lambda: switch.health().healthy)
 
 
+def test_health_asks_vswitchd_on_its_control_socket_not_through_the_database(ovs_bench):
+    """A probe of a healthy vswitchd writes nothing: no next_cfg bump, so vswitchd does
+    not reconfigure every bridge at every round of the agent's monitor."""
+    ovs, switch = ovs_bench.ovs, ovs_bench.switch
+    eventually(lambda: switch._watch is not None and switch._watch.alive)
+    before = ovs.vsctl("get", "Open_vSwitch", ".", "next_cfg", wait=False)
+    for _ in range(3):
+        assert switch.health().healthy
+    assert ovs.vsctl("get", "Open_vSwitch", ".", "next_cfg", wait=False) == before
+
+
+def test_without_its_control_socket_health_falls_back_to_the_cur_cfg_probe(fresh_bench,
+                                                                          tmp_path):
+    ovs = fresh_bench.ovs
+    switch = OvsVSwitch(ovs.db, fresh_bench.bridge, timeout=1.0,
+                        vswitchd_ctl=str(tmp_path / "no-such.ctl"))
+    switch.connect()
+    try:
+        before = int(ovs.vsctl("get", "Open_vSwitch", ".", "next_cfg", wait=False))
+        assert switch.health().healthy
+        assert int(ovs.vsctl("get", "Open_vSwitch", ".", "next_cfg", wait=False)) > before
+        assert switch.vswitchd_down() is None  # unknown, not down
+        ovs.stop_vswitchd()
+        health = switch.health()
+        assert not health.healthy and "ovs-vswitchd did not answer within" in health.reason
+    finally:
+        switch.close()
+
+
 def test_database_gone(fresh_bench):
     switch, ovs = fresh_bench.switch, fresh_bench.ovs
     s = spec(fresh_bench, "db-ovs-n0-001")

@@ -751,12 +751,25 @@ class OvsVSwitch(VSwitch):
                 "DPDK is not initialised in ovs-vswitchd: set other_config:dpdk-init=true "
                 "and (re)start ovs-vswitchd-dpdk",
             )
-        # dpdk_initialized stays true after vswitchd died: ask it to ack a no-op change.
+        # dpdk_initialized stays true after vswitchd died. Ask vswitchd itself: over its
+        # control socket when the watch holds one (its main loop answers; no database
+        # write, no reconfiguration of every bridge at every probe) ...
+        watch = self._watch
+        probe = min(self.timeout, _HEALTH_PROBE_TIMEOUT)
+        answered = watch.ping(probe) if watch is not None else None
+        if answered is True:
+            return Health(True)
+        if answered is False:
+            down = self.vswitchd_down()
+            return Health(False, f"ovs-vswitchd is not running: {down}" if down else
+                          f"ovs-vswitchd did not answer on its control socket "
+                          f"{watch.ctl_path if watch else ''} within {probe:g} s: it is stuck "
+                          "or overloaded")
+        # ... else to acknowledge a no-op change through cur_cfg.
         try:
             _, next_cfg = self._commit(conn, "health probe", Probe(conn.api))
         except VSwitchError as exc:
             return Health(False, str(exc))
-        probe = min(self.timeout, _HEALTH_PROBE_TIMEOUT)
         if not self._wait_applied(conn, next_cfg, probe):
             return Health(
                 False,

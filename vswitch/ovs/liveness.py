@@ -16,15 +16,23 @@ vswitchd is down, the watch tries to connect again every ``retry`` seconds (one 
 States: ``alive`` True (connected), False (the socket was there and closed or refuses
 connections: vswitchd is not running), None (no control socket found: unknown, the
 caller relies on its other checks).
+
+``ping`` asks vswitchd for its version over the same connection (what ``ovs-appctl
+version`` asks): its main loop answers it, so a vswitchd that is alive but stuck is found
+without a database write. The backend's health uses it instead of a no-op transaction
+acknowledged through ``cur_cfg``, which made vswitchd reconfigure every bridge at every
+probe of the agent's monitor.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -58,6 +66,11 @@ class VswitchdWatch:
         self.reason = ""
         self.ctl_path = ""
         self._on_change = on_change
+        self._sock: socket.socket | None = None
+        self._replies = threading.Condition()
+        self._answered: set[int] = set()
+        self._next_id = 0
+        self._inbox = ""
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         self._thread: threading.Thread | None = None
@@ -131,21 +144,75 @@ class VswitchdWatch:
                 select.select([self._wake_r], [], [], self.retry)
                 continue
             with sock:
+                with self._replies:
+                    self._sock, self._inbox = sock, ""
                 self._set(True)
                 while not self._stop.is_set():
                     ready, _, _ = select.select([sock.fileno(), self._wake_r], [], [])
                     if sock.fileno() not in ready:
                         continue
                     try:
-                        if sock.recv(4096):
-                            continue  # vswitchd says nothing unasked; ignore whatever it is
+                        data = sock.recv(65536)
+                        if data:
+                            self._received(data)
+                            continue
                     except BlockingIOError:
                         continue
                     except OSError:
                         pass
+                    with self._replies:
+                        self._sock = None
+                        self._replies.notify_all()
                     self._set(False, f"it closed its control socket {self.ctl_path} (it exited "
                                      "or was killed)")
                     break
+                with self._replies:
+                    self._sock = None
             # A dying process may still accept on its socket for a moment: look again only
             # after ``retry``, so that one death is not seen as a death and a restart.
             select.select([self._wake_r], [], [], self.retry)
+
+    # -- asking it something -----------------------------------------------------------------
+
+    def ping(self, timeout: float) -> bool | None:
+        """True when vswitchd answered a ``version`` request within ``timeout``, False when
+        it did not, None when there is no connection to ask it on."""
+        with self._replies:
+            sock = self._sock
+            if sock is None:
+                return None
+            self._next_id += 1
+            ident = self._next_id
+            request = json.dumps({"id": ident, "method": "version", "params": []}).encode()
+            try:
+                sock.sendall(request)
+            except (BlockingIOError, OSError):
+                return False
+            deadline = time.monotonic() + timeout
+            while ident not in self._answered:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._sock is not sock:
+                    return False
+                self._replies.wait(left)
+            self._answered.discard(ident)
+            return True
+
+    def _received(self, data: bytes) -> None:
+        """Replies (JSON-RPC objects, back to back) mark their ids answered."""
+        with self._replies:
+            self._inbox += data.decode("utf-8", "replace")
+            decoder = json.JSONDecoder()
+            while True:
+                text = self._inbox.lstrip()
+                if not text:
+                    self._inbox = ""
+                    break
+                try:
+                    message, end = decoder.raw_decode(text)
+                except ValueError:
+                    self._inbox = text if len(text) < 1 << 20 else ""  # wait for the rest
+                    break
+                self._inbox = text[end:]
+                if isinstance(message, dict) and isinstance(message.get("id"), int):
+                    self._answered.add(message["id"])
+            self._replies.notify_all()
