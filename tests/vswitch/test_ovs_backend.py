@@ -119,8 +119,9 @@ def test_vhost_container_client_links_the_socket_ovs_serves(ovs_bench):
     assert ovs_bench.switch.unplug(s.device_id) is True
     assert not os.path.exists(s.socket_path)  # the link goes with the unplug
     # OVS's own socket goes once ovs-vswitchd applied the removal (the unplug does not
-    # wait for that; the device's next plug does).
-    eventually(lambda: not ovs_socket.exists())
+    # wait for that; the device's next plug does, and so does settle()).
+    assert ovs_bench.switch.settle()
+    assert not ovs_socket.exists()
 
 
 def test_memif_container_slave_ovs_serves_socket(ovs_bench):

@@ -172,6 +172,23 @@ class OvsVSwitch(VSwitch):
         if conn is not None:
             conn.close()
 
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until ovs-vswitchd has applied every change committed so far, this
+        backend's removals settling in the background included (benches and tests start
+        from a quiet vswitchd with it); False when that took longer than ``timeout``
+        (default: the backend's)."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._settler.drain(timeout)
+        conn = self._connection()
+
+        def next_cfg(tables: Any) -> int | None:
+            rows = list(tables["Open_vSwitch"].rows.values())
+            return rows[0].next_cfg if rows else None
+
+        return self._wait_applied(conn, conn.read(next_cfg),
+                                  max(0.0, deadline - time.monotonic()))
+
     # -- ovs-vswitchd's liveness ------------------------------------------------------------
 
     def on_liveness(self, callback: Callable[[bool], None]) -> None:
