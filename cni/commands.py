@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 
@@ -159,8 +160,12 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
                       done: set[str]) -> tuple[IpamResult, str | None]:
     """Plug the port in this thread while a worker runs IPAM ADD and writes the
     device-info file: the two are independent, and the plug mostly waits for
-    ovs-vswitchd. A memif in mode ip is the exception: the vSwitch's side needs an
-    address on the pod's subnet, so IPAM runs first. numanet.json carries the IPs and, for
+    ovs-vswitchd. The worker starts when the plug says its change is committed
+    (``PortSpec.on_committed``; OVS: after its transaction, VPP: at once), so the exec'd
+    IPAM plugin overlaps the wait instead of competing with the transaction, and a plug
+    refused before any change leaves no lease to release. A memif in mode ip is the
+    exception: the vSwitch's side needs an address on the pod's subnet, so IPAM runs
+    first. numanet.json carries the IPs and, for
     a memif, the queue count the vSwitch chose: a memif's is written after the plug, any
     other's by the worker once IPAM is done, while the plug still waits (the container does
     not start before ADD answers, and an undo removes the file either way).
@@ -200,19 +205,30 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
         return result
 
     memif = slot.kind == "memif"
-    pending = ctx.executor.submit(address if memif else address_and_config)
+    work = address if memif else address_and_config
+    pending: list[Future[IpamResult]] = []
+
+    def start() -> None:
+        # Once the plug only waits for the vSwitch (PortSpec.on_committed): the exec'd IPAM
+        # plugin then takes no CPU from the plug's own work.
+        if not pending:
+            pending.append(ctx.executor.submit(work))
+
     plug_error: BaseException | None = None
     try:
         if backend is not None:
-            plugged = backend.plug(port_spec(backend, slot, conf, owner, mac, take_over=True))
+            plugged = backend.plug(replace(port_spec(backend, slot, conf, owner, mac,
+                                                     take_over=True), on_committed=start))
             if plugged.claimed:
                 done.add("claimed")
     except BaseException as exc:
         plug_error = exc
+    if plug_error is None:
+        start()  # no vSwitch, or one that never said
     # Always wait for the worker, so a failed plug never leaves a lease or file being
     # written behind the undo.
     try:
-        result = pending.result()
+        result = pending[0].result() if pending else IpamResult()
     except BaseException:
         if plug_error is None:
             raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -93,6 +93,12 @@ class PortSpec:
     # earlier attachment's that left no record, other settings) is removed and made anew
     # instead of refused. The plug's own lookup finds it: the caller looks nothing up.
     take_over: bool = False
+    # Called once by the plug when what is slow about it is only waiting (OVS: the port's
+    # transaction is committed, vswitchd sets it up), or at its start when nothing is:
+    # the caller starts its own work then (the CNI's IPAM ADD, an exec'd plugin), so that
+    # the work overlaps the wait without competing with the plug's own CPU. A backend may
+    # never call it; the caller then starts that work once the plug returns.
+    on_committed: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

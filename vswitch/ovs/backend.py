@@ -369,9 +369,12 @@ class OvsVSwitch(VSwitch):
             plan = _ports.with_memif_queues(
                 plan, _ports.memif_queue_pairs(self._other_config(conn, "pmd-cpu-mask"))
             )
-        _, next_cfg = self._commit(
-            conn, f"plug of {_describe(spec)} port {plan.name}", PlugPort(conn.api, plan)
-        )
+        try:
+            _, next_cfg = self._commit(
+                conn, f"plug of {_describe(spec)} port {plan.name}", PlugPort(conn.api, plan)
+            )
+        finally:
+            _committed(spec)
         try:
             self._check_applied(conn, plan, next_cfg, spec)
             if plan.link_socket_to:
@@ -402,6 +405,7 @@ class OvsVSwitch(VSwitch):
     ) -> PluggedPort | None:
         """Give a prepared port the spec's owner; None when it cannot serve this spec (other
         settings, or vswitchd did not take it) and was removed, so the caller creates it."""
+        _committed(spec)  # a claim is one quick transaction: nothing to wait for first
         settings, differences = _ports.claim_differences(plan, ids)
         if prepared.network != plan.bridge:
             differences.append(f"bridge: {prepared.network!r} -> {plan.bridge!r}")
@@ -479,6 +483,7 @@ class OvsVSwitch(VSwitch):
         plugged: PluggedPort,
         ids: dict[str, str],
     ) -> PluggedPort:
+        _committed(spec)
         if plugged.owner != spec.owner:
             raise VSwitchError(
                 f"device_id={spec.device_id} is already plugged for pod="
@@ -820,6 +825,12 @@ class OvsVSwitch(VSwitch):
 
     def __repr__(self) -> str:
         return f"OvsVSwitch(db={self.db!r}, bridge={self.bridge!r})"
+
+
+def _committed(spec: PortSpec) -> None:
+    """Tell the caller (``PortSpec.on_committed``), once."""
+    if spec.on_committed is not None:
+        spec.on_committed()
 
 
 @dataclass(eq=False)
