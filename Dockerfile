@@ -24,6 +24,11 @@ COPY webhook ./webhook
 COPY app ./app
 RUN /opt/numanet/bin/pip install --no-cache-dir . \
  && /opt/numanet/bin/python -c "import agent.cli, webhook, cni.shim, cni.install"
+# The CNI plugin in C (numanet-install-cni puts it on the host); static, so it runs on any
+# host whatever its libc. cni.install finds it in the venv's libexec/.
+RUN mkdir -p /opt/numanet/libexec \
+ && gcc -O2 -std=c11 -Wall -Wextra -Werror -static -o /opt/numanet/libexec/numanet-relay cni/relay.c \
+ && /opt/numanet/bin/python -c "from cni.install import find_relay; assert find_relay()"
 
 FROM ${PYTHON_IMAGE}
 # pyudev loads libudev at run time.

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: venv debian-packages test lint protos protos-check bench fuzz mutate demo app-pyz clean
+.PHONY: venv debian-packages test lint protos protos-check bench fuzz mutate demo app-pyz relay clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@# Debian's python3 needs python3-venv for `-m venv` (ensurepip); install it when missing.
@@ -17,12 +17,25 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The CNI plugin in C (cni/relay.c): what cni.install installs as /opt/cni/bin/numanet when
+# it exists. Static, so the image's binary runs on any host; without a C compiler the
+# plugin stays the Python shim (cni/shim.py), and the relay's tests skip.
+CC ?= cc
+RELAY := build/numanet-relay
+RELAY_CFLAGS := -O2 -std=c11 -Wall -Wextra -Werror
+relay: $(RELAY)
+$(RELAY): cni/relay.c
+	@mkdir -p build
+	@if command -v $(CC) >/dev/null 2>&1; then \
+	    $(CC) $(RELAY_CFLAGS) -static -o $@ $< 2>/dev/null || $(CC) $(RELAY_CFLAGS) -o $@ $< ; \
+	else echo "relay: no C compiler ($(CC)): the CNI plugin stays the Python shim"; fi
+
 # The Debian packages the tests run for real (OVS-DPDK, dpdk-testpmd, host-local, ...),
 # installed when missing.
 debian-packages:
 	@tools/debian-packages.sh
 
-test: debian-packages venv
+test: debian-packages venv relay
 	@command -v kubectl >/dev/null || [ -x $(VENV)/bin/kubectl ] || sh deploy/tools/fetch-kubectl.sh $(VENV)/bin/kubectl
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
@@ -47,7 +60,7 @@ MUTATE_ARGS ?=
 mutate: venv
 	nice -n 15 $(PY) tools/mutate.py $(MUTATE_ARGS)
 
-bench: venv
+bench: venv relay
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # Random hostile CNI calls against a real agent (tests/cni/test_fuzz.py), FUZZ_SECONDS per
@@ -59,7 +72,7 @@ fuzz: venv
 # --install: apt-get the Debian packages the demo needs (OVS-DPDK, dpdk-testpmd, CNI
 # plugins) when they are missing; DEMO_ARGS= (empty) only names them instead.
 DEMO_ARGS ?= --install
-demo: venv
+demo: venv relay
 	$(PY) -m agent.cli demo $(DEMO_ARGS)
 
 # The pod-side kit as one file for app images: build/numanet-app.pyz (python3 >= 3.9).

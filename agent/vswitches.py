@@ -7,6 +7,10 @@ background; an absent vSwitch never stops the agent.
 
 Recovery has one owner for each case:
 
+- **vSwitch death.** A backend that sees its vSwitch die as it happens
+  (``LivenessNotifier``: OVS watches ovs-vswitchd's control socket) wakes the probe at
+  once, so the slots turn Unhealthy and ADDs are refused (``down_reason``) within
+  milliseconds rather than at the next round.
 - **vSwitch restart.** A backend that reconnects and puts back its own ports
   (``SelfRecovering``: the VPP backend, which remembers every slot it plugged and replays
   them on reconnect) is connected once and then only watched; it reports itself
@@ -44,6 +48,14 @@ Factory = Callable[[str, Config], VSwitch]
 Callback = Callable[[str, VSwitch], None]
 DEFAULT_INTERVAL_S = 1.0
 CONNECT_TIMEOUT_S = 2.0
+
+
+@runtime_checkable
+class LivenessNotifier(Protocol):
+    """A backend that sees its vSwitch die (or come back) as it happens, not only when
+    probed (OVS: an idle connection to ovs-vswitchd's control socket)."""
+
+    def on_liveness(self, callback: Callable[[bool], None]) -> None: ...
 
 
 @runtime_checkable
@@ -295,6 +307,10 @@ class VSwitchMonitor:
                     # Its keeper thread notices a lost connection before any probe would.
                     entry.backend.on_disconnect(lambda _reason: entry.wake.set())
                     entry.backend.on_reconnect(lambda _report: entry.wake.set())
+                if isinstance(entry.backend, LivenessNotifier):
+                    # A death is probed at once: the slots turn Unhealthy and ADDs are
+                    # refused within milliseconds, not at the next round.
+                    entry.backend.on_liveness(lambda _alive: entry.wake.set())
             if not entry.connected:
                 _connect(entry)
             health = entry.backend.health()

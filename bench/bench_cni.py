@@ -7,8 +7,11 @@ same OVS and bridge:
 Cold ADD, no port prepared: the CNI service alone in its own process (as in the agent:
 long-lived ovsdbapp connection, kubelet pod-resources check over gRPC, fixed allocations
 standing in for the kubelet's), no Allocate before the ADD. Each cycle runs:
-  CNI ADD + DEL through the installed plugin (python -m cni.install: #!python3 -IS launcher
-                                              + precompiled shim, the host's python3 as
+  CNI ADD + DEL through the installed plugin (python -m cni.install: the compiled relay,
+                                              build/numanet-relay, when `make relay` built
+                                              it, as the image installs it)
+  CNI ADD + DEL through the installed shim   (the fallback: #!python3 -IS launcher +
+                                              precompiled shim, the host's python3 as
                                               install-cni.sh picks it)
   CNI ADD + DEL through the console script   (.venv/bin/numanet-cni, python with site)
   ovs-vsctl add-port + del-port              (same port type: dpdkvhostuserclient)
@@ -102,7 +105,11 @@ class BenchSlots:
 
 def agent_main(args: argparse.Namespace) -> int:
     """The CNI service alone, as the agent starts it; stops on SIGTERM."""
+    global DEVICES
+    DEVICES = int(args.devices)
     logging.basicConfig(level=logging.WARNING, format="agent %(levelname)s %(message)s")
+    # The bench's own refused calls (its round-trip figure) would log a warning each.
+    logging.getLogger("cni.service").setLevel(logging.ERROR)
     from cni.service import start_agent_service
     from vswitch.ovs.backend import OvsVSwitch
 
@@ -129,6 +136,9 @@ class ColdResult:
     add_installed: float  # p50, ms
     add_console: float
     vsctl: float
+    del_installed: float = 0.0
+    vsctl_del: float = 0.0
+    add_shim: float = 0.0
     leaks: list[str] = field(default_factory=list)
 
 
@@ -165,7 +175,7 @@ class ColdPhase:
         self.service = subprocess.Popen(
             [sys.executable, __file__, "--agent", "--db", self.node.ovs.db,
              "--bridge", self.node.bridge, "--run-dir", str(self.run_dir),
-             "--pod-resources", str(self.kubelet.socket),
+             "--pod-resources", str(self.kubelet.socket), "--devices", str(DEVICES),
              "--devinfo-root", str(self.devinfo_root)], stdout=subprocess.PIPE, text=True)
         assert self.service.stdout is not None
         if self.service.stdout.readline().strip() != "ready":
@@ -212,6 +222,13 @@ class ColdPhase:
         return timed(["ovs-vsctl", f"--db={self.node.ovs.db}", "del-port", self.node.bridge,
                       f"vs{i % DEVICES}"], self.node.ovs.env)[0]
 
+    def settle(self) -> None:
+        """Until ovs-vswitchd applied every change so far: a DEL answers before vswitchd
+        removed the port (it settles in the background), and the next call timed must
+        not pay for that (ovs-vsctl's del-port waits for it, so its add-port never does)."""
+        if not self.direct.settle(10.0):
+            raise RuntimeError("ovs-vswitchd did not settle within 10 s")
+
     def direct_plug(self, i: int) -> float:
         from vswitch.api import Owner, PortSpec
 
@@ -219,6 +236,7 @@ class ColdPhase:
                         container_role="server",
                         socket_path=f"{self.node.volatile_dir}/direct/{i % DEVICES}",
                         network=self.node.bridge, owner=Owner("bench", "direct", f"d{i}", "net1"))
+        self.settle()
         start = time.perf_counter()
         self.direct.plug(spec)
         elapsed = time.perf_counter() - start
@@ -237,26 +255,40 @@ class ColdPhase:
     def measure(self) -> tuple[dict[str, list[float]], list[float]]:
         """The cycles; samples per figure, and the service's CPU time per installed ADD."""
         args, plugin = self.args, self.node.plugin
+        shim = self.node.shim or plugin
         results: dict[str, list[float]] = {k: [] for k in (
-            "add_console", "del_console", "add_installed", "del_installed", "vsctl_add",
-            "vsctl_del", "version_console", "version_installed", "python_floor", "plug")}
+            "add_console", "del_console", "add_installed", "del_installed", "add_shim",
+            "del_shim", "vsctl_add", "vsctl_del", "version_console", "version_installed",
+            "version_shim", "python_floor", "refused", "plug")}
+        # A call the agent refuses at once (no stdin): the plugin's start, the socket round
+        # trip and the service's thread, without any verb's work.
+        refused_env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD",
+                       "NUMANET_CNI_SOCKET": str(naming.cni_socket(self.run_dir))}
         version_env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "VERSION"}
         service_add_cpu: list[float] = []
         for i in range(args.warmup + args.cycles):
             measured = i >= args.warmup
+            self.settle()
             before = self.service_cpu()
-            add_installed = self.cni(plugin, "ADD", 3 * i + 1, "shim ADD" if measured else None)
+            add_installed = self.cni(plugin, "ADD", 4 * i + 1, "shim ADD" if measured else None)
             if measured:
                 service_add_cpu.append(self.service_cpu() - before)
-            sample = {
-                "add_installed": add_installed,
-                "del_installed": self.cni(plugin, "DEL", 3 * i + 1),
-                "add_console": self.cni(SHIM, "ADD", 3 * i),
-                "del_console": self.cni(SHIM, "DEL", 3 * i),
+            sample = {"add_installed": add_installed,
+                      "del_installed": self.cni(plugin, "DEL", 4 * i + 1)}
+            self.settle()
+            sample["add_shim"] = self.cni(shim, "ADD", 4 * i + 2)
+            sample["del_shim"] = self.cni(shim, "DEL", 4 * i + 2)
+            self.settle()
+            sample["add_console"] = self.cni(SHIM, "ADD", 4 * i)
+            sample["del_console"] = self.cni(SHIM, "DEL", 4 * i)
+            self.settle()
+            sample |= {
                 "vsctl_add": self.vsctl_add(i, "vsctl add-port" if measured else None),
                 "vsctl_del": self.vsctl_del(i),
                 "version_console": timed([str(SHIM)], version_env)[0],
                 "version_installed": timed([str(plugin)], version_env)[0],
+                "version_shim": timed([str(shim)], version_env)[0],
+                "refused": exec_call([str(plugin)], refused_env)[2],
                 "python_floor": timed([args.plugin_python, "-IS", "-c", "pass"],
                                       version_env)[0],
                 "plug": self.direct_plug(i),
@@ -275,18 +307,24 @@ class ColdPhase:
         rss_mb = psutil.Process(self.service.pid).memory_info().rss / 2**20
         print("cold ADD, no port prepared: the CNI service alone, no Allocate before the ADD")
         print("latency (wall clock per call, process exec included):")
-        print(f"  (installed plugin: #!{self.args.plugin_python} -IS)")
+        relay = self.node.plugin != self.node.shim
+        print(f"  (installed plugin: {'the compiled relay' if relay else 'the Python shim'}; "
+              f"installed shim: #!{self.args.plugin_python} -IS)")
         add_installed, _ = row("CNI ADD, installed plugin", results["add_installed"])
-        row("CNI DEL, installed plugin", results["del_installed"])
+        del_installed, _ = row("CNI DEL, installed plugin", results["del_installed"])
+        add_shim, _ = row("CNI ADD, installed Python shim", results["add_shim"])
+        row("CNI DEL, installed Python shim", results["del_shim"])
         add_console, _ = row("CNI ADD, console script (.venv/bin/numanet-cni)",
                              results["add_console"])
         row("CNI DEL, console script", results["del_console"])
         vsctl_p50, _ = row("ovs-vsctl add-port (dpdkvhostuserclient)", results["vsctl_add"])
-        row("ovs-vsctl del-port", results["vsctl_del"])
+        vsctl_del, _ = row("ovs-vsctl del-port", results["vsctl_del"])
         print("where the time goes:")
         row("ovsdbapp plug in-process (txn + vswitchd apply)", results["plug"])
         row(f"interpreter start: {self.args.plugin_python} -IS -c pass", results["python_floor"])
-        row("VERSION, installed plugin (shim alone + json)", results["version_installed"])
+        row("VERSION, installed plugin (answered by itself)", results["version_installed"])
+        row("VERSION, installed Python shim (launcher + shim + json)", results["version_shim"])
+        row("a call the agent refuses at once, installed plugin", results["refused"])
         row("VERSION, console script (shim alone + json)", results["version_console"])
         print("CPU time per call, mean (user+sys, sampled by the kernel per tick, so only the "
               "mean means much; it moves far less with the machine's load than wall time):")
@@ -296,7 +334,8 @@ class ColdPhase:
                               ("ovs-vsctl add-port: its process", CPU["vsctl add-port"])):
             print(f"  {name:<54} {statistics.fmean(samples) * 1000:6.2f} ms")
         print(f"CNI service process RSS after {total * 2} ADD/DEL cycles: {rss_mb:.1f} MiB")
-        return ColdResult(add_installed, add_console, vsctl_p50)
+        return ColdResult(add_installed, add_console, vsctl_p50, del_installed, vsctl_del,
+                          add_shim)
 
     def leaks(self) -> list[str]:
         """Nothing of numanet left anywhere (asked while the service still runs)."""
@@ -358,8 +397,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--plugin-python", default=HOST_PYTHON,
                         help="interpreter of the installed plugin's #! line (default: the "
                              "host's python3, as deploy/image/install-cni.sh picks it)")
+    parser.add_argument("--no-relay", action="store_true",
+                        help="install the Python shim as the plugin even when the compiled "
+                             "relay is built")
     parser.add_argument("--agent", action="store_true", help=argparse.SUPPRESS)
-    for hidden in ("--db", "--bridge", "--run-dir", "--pod-resources", "--devinfo-root"):
+    for hidden in ("--db", "--bridge", "--run-dir", "--pod-resources", "--devinfo-root",
+                   "--devices"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -367,6 +410,8 @@ def parse_args() -> argparse.Namespace:
 def print_verdicts(cold: ColdResult, pods: pod_path.PodPathResult, gap_ms: float) -> None:
     """Each path against the ovs-vsctl add-port timed beside it."""
     verdict("cold ADD, no port prepared, installed plugin", cold.add_installed, cold.vsctl)
+    verdict("cold ADD, no port prepared, installed Python shim", cold.add_shim, cold.vsctl)
+    verdict("DEL, installed plugin", cold.del_installed, cold.vsctl_del, "DEL", "del-port")
     verdict("cold ADD, no port prepared, console script", cold.add_console, cold.vsctl)
     verdict(f"pod path, gap {gap_ms:.0f} ms, prepareAtAllocate on: what a pod gets",
             pods.add_p50, pods.vsctl_p50)
@@ -393,6 +438,12 @@ def main() -> int:
         return 2
     from cni.install import install
 
+    try:
+        from cni.install import find_relay
+    except ImportError:  # a tree before the relay (a base-line run)
+        def find_relay(choice: str | None = None) -> Path | None:
+            return None
+
     base = Path(tempfile.mkdtemp(prefix="nnbc-", dir="/tmp"))
     # The run directories (slot sockets, attachment records, numanet.json) and Multus's
     # device-info directory live under /run on a node, which is tmpfs; IPAM leases stay on
@@ -406,8 +457,11 @@ def main() -> int:
         ovs.start()
         ovs.vsctl("add-br", BRIDGE, "--", "set", "bridge", BRIDGE, "datapath_type=netdev")
         subprocess.run(["ip", "netns", "add", netns_name], check=True)
+        relay = find_relay("none" if args.no_relay else "auto")
         node = pod_path.Node(ovs=ovs, bridge=BRIDGE, netns_name=netns_name,
-                             plugin=install(base / "bin" / "numanet", python=args.plugin_python),
+                             plugin=install(base / "bin" / "numanet", args.plugin_python,
+                                            **({"relay": relay} if relay else {})),
+                             shim=install(base / "shim" / "numanet", args.plugin_python),
                              work_dir=base, volatile_dir=volatile)
         print(f"numanet CNI bench: {args.cycles} cycles per series (+{args.warmup} cold, "
               f"+{args.pod_warmup} pod warm-up), {len(os.sched_getaffinity(0))} CPUs, "

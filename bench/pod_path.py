@@ -68,9 +68,10 @@ class Node:
     ovs: Any  # demo.private_ovs.PrivateOvs
     bridge: str
     netns_name: str
-    plugin: Path
+    plugin: Path  # what the node runs: the relay when built, else the Python shim
     work_dir: Path  # on disk: configs, logs, kubelet dirs, IPAM leases
     volatile_dir: Path  # on tmpfs, as /run on a node: run dirs and device-info files
+    shim: Path | None = None  # the Python shim installed (the fallback), when it differs
 
     @property
     def ipam_dir(self) -> Path:
@@ -276,6 +277,9 @@ class Vsctl:
 
     def add_del(self) -> float:
         ovs, bridge = self.node.ovs, self.node.bridge
+        # From a quiet vswitchd: the pod's DEL just before answered before vswitchd removed
+        # its port (that settles in the background). A no-op write ovs-vsctl waits for.
+        ovs.vsctl("set", "Open_vSwitch", ".", f"external_ids:bench-settle={time.time_ns()}")
         cmd = ["ovs-vsctl", f"--db={ovs.db}"]
         socket = self.node.volatile_dir / "vsctl-pod.sock"
         add, _ = timed([*cmd, "add-port", bridge, "vspod", "--", "set", "Interface", "vspod",

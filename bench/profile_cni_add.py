@@ -1,4 +1,4 @@
-"""Where a CNI ADD's time goes, phase by phase (the companion of bench_cni.py).
+"""Where a CNI ADD's (and DEL's) time goes, phase by phase (the companion of bench_cni.py).
 
 The same parts as bench_cni.py (private OVS-DPDK, host-local IPAM in a network namespace,
 the pod-resources stand-in, the shim installed by cni.install and exec'd per call), but
@@ -82,6 +82,14 @@ def _instrument() -> None:
     _timed(backend.OvsVSwitch, "_commit", "  plug: OVSDB transaction")
     _timed(backend.OvsVSwitch, "_claim", "  plug: claim of the prepared port")
     _timed(backend.OvsVSwitch, "_check_applied", "  plug: wait for ovs-vswitchd to apply")
+    import cni.teardown
+
+    _timed(cni.ipam.IpamDelegate, "delete", "IPAM DEL (exec host-local, in a worker)")
+    _timed(cni.teardown, "find_port", "port lookup")
+    _timed(backend.OvsVSwitch, "unplug", "unplug (all of it)")
+    _timed(backend.OvsVSwitch, "_settle", "unplug settled (vswitchd applied; background)")
+    _timed(cni.teardown, "remove_file", "container file removals")
+    _timed(cni.records.RecordStore, "delete", "attachment record removal")
 
 
 def _process_cpu() -> float:
@@ -102,6 +110,8 @@ def main() -> int:
     parser.add_argument("--adds", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--plugin-python", default=bench_cni.HOST_PYTHON)
+    parser.add_argument("--no-relay", action="store_true",
+                        help="install the Python shim even when the compiled relay is built")
     parser.add_argument("--prepared", action="store_true",
                         help="prepare each ADD's port first, as the agent does at Allocate")
     args = parser.parse_args()
@@ -112,7 +122,7 @@ def main() -> int:
         print(f"cannot run: {INSTALL_HINT} containernetworking-plugins")
         return 2
     _instrument()
-    from cni.install import install
+    from cni.install import find_relay, install
     from cni.prepare import prepare_port
     from cni.service import start_agent_service
     from demo.kubelet_standin.podresources import PodAllocation, PodResourcesStandIn
@@ -158,12 +168,15 @@ def main() -> int:
                     _events.append(("service call (run_call)", started, time.perf_counter()))
 
         service._call = timed_call
-        plugin = install(base / "bin" / "numanet", python=args.plugin_python)
+        relay = find_relay("none" if args.no_relay else "auto")
+        plugin = install(base / "bin" / "numanet", python=args.plugin_python, relay=relay)
         ipam = {"type": "host-local", "dataDir": str(base / "ipam"),
                 "ranges": [[{"subnet": "10.99.0.0/24"}]]}
         rows: list[dict[str, float]] = []
-        print(f"profiling {args.adds} ADDs (+{args.warmup} warm-up), plugin #!"
-              f"{args.plugin_python} -IS, ports {'prepared' if args.prepared else 'made'} "
+        del_rows: list[dict[str, float]] = []
+        print(f"profiling {args.adds} ADDs (+{args.warmup} warm-up), plugin "
+              f"{'the compiled relay' if relay else f'#!{args.plugin_python} -IS'}, ports "
+              f"{'prepared' if args.prepared else 'made'} "
               f"at ADD, load average {os.getloadavg()[0]:.1f}")
         slots = bench_cni.BenchSlots(run_dir)
         for i in range(args.warmup + args.adds):
@@ -190,7 +203,27 @@ def main() -> int:
                 agent_cpu = _process_cpu() - before - shim_cpu
                 if code != 0:
                     raise RuntimeError(f"{command} failed: {out.decode()[:300]}")
-                if command != "ADD" or i < args.warmup:
+                if i < args.warmup:
+                    continue
+                if command == "DEL":
+                    with _events_lock:
+                        events = list(_events)
+                    name = f"vd{i % bench_cni.DEVICES}"
+                    vsctl = ["ovs-vsctl", f"--db={ovs.db}"]
+                    _run([*vsctl, "add-port", bridge, name, "--", "set", "Interface", name,
+                          "type=dpdkvhostuserclient",
+                          f"options:vhost-server-path={volatile}/{name}.sock"], ovs.env, b"")
+                    began = time.perf_counter()
+                    _run([*vsctl, "del-port", bridge, name], ovs.env, b"")
+                    row = {"DEL, wall clock (plugin exec to exit)": ended - started,
+                           "ovs-vsctl del-port, wall clock (same run)":
+                               time.perf_counter() - began}
+                    for label, begin, end in events:
+                        row[label] = row.get(label, 0.0) + end - begin
+                        if label == "service call (run_call)":
+                            row["  plugin exec until the service starts the call"] = \
+                                begin - started
+                    del_rows.append(row)
                     continue
                 name = f"vs{i % bench_cni.DEVICES}"
                 vsctl = ["ovs-vsctl", f"--db={ovs.db}"]
@@ -215,11 +248,13 @@ def main() -> int:
                         row["  service answer until the shim has exited"] = ended - end
                 rows.append(row)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
-        labels = list(dict.fromkeys(label for row in rows for label in row))
-        for label in labels:
-            ms = sorted(row.get(label, 0.0) * 1000 for row in rows)
-            print(f"  {label:<54} p50={statistics.median(ms):7.2f} ms  "
-                  f"p90={ms[int(0.9 * (len(ms) - 1))]:7.2f} ms")
+        for title, table in (("ADD", rows), ("DEL (the same attachments)", del_rows)):
+            print(f"{title}:")
+            labels = list(dict.fromkeys(label for row in table for label in row))
+            for label in labels:
+                ms = sorted(row.get(label, 0.0) * 1000 for row in table)
+                print(f"  {label:<54} p50={statistics.median(ms):7.2f} ms  "
+                      f"p90={ms[int(0.9 * (len(ms) - 1))]:7.2f} ms")
         return 0
     finally:
         for step in reversed(cleanup):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def add(req: CniRequest, ctx: Context) -> str:
     what = record.what
 
     with ctx.locks.hold(device_id):
-        prepared = take_over(ctx, req, device_id, what)
+        take_over(ctx, req, device_id, what)
         try:
             ctx.records.put(record)
         except OSError as exc:
@@ -118,7 +119,7 @@ def add(req: CniRequest, ctx: Context) -> str:
                 raise CniError(errors.IO_FAILURE, f"ADD of {what} failed: {exc}") from None
             raise
     remember_shape(ctx, slot, conf)
-    if prepared is not None:
+    if "claimed" in done:
         metrics.observe_prepared_port(slot.pool, "claimed")
     log.info("attachment added %s network=%s mac=%s ips=%s%s", what, conf.name, mac,
              ",".join(ip.address for ip in ipam.ips) or "-",
@@ -159,12 +160,17 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
                       done: set[str]) -> tuple[IpamResult, str | None]:
     """Plug the port in this thread while a worker runs IPAM ADD and writes the
     device-info file: the two are independent, and the plug mostly waits for
-    ovs-vswitchd. A memif in mode ip is the exception: the vSwitch's side needs an
-    address on the pod's subnet, so IPAM runs first. numanet.json carries the IPs and, for
+    ovs-vswitchd. The worker starts when the plug says its change is committed
+    (``PortSpec.on_committed``; OVS: after its transaction, VPP: at once), so the exec'd
+    IPAM plugin overlaps the wait instead of competing with the transaction, and a plug
+    refused before any change leaves no lease to release. A memif in mode ip is the
+    exception: the vSwitch's side needs an address on the pod's subnet, so IPAM runs
+    first. numanet.json carries the IPs and, for
     a memif, the queue count the vSwitch chose: a memif's is written after the plug, any
     other's by the worker once IPAM is done, while the plug still waits (the container does
     not start before ADD answers, and an undo removes the file either way).
-    ``done`` gets "ipam" once a lease is held, so a failure knows whether to release it.
+    ``done`` gets "ipam" once a lease is held, so a failure knows whether to release it,
+    and "claimed" when the plug claimed a port prepared at Allocate.
     Returns the IPAM result and the vSwitch side's address (mode ip, else None)."""
 
     def address() -> IpamResult:
@@ -184,7 +190,8 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
         result = address()
         own_ip, vswitch_side = vswitch_address(result, record.what)
         if backend is not None:
-            plugged = backend.plug(port_spec(backend, slot, conf, owner, mac, vswitch_side))
+            plugged = backend.plug(port_spec(backend, slot, conf, owner, mac, vswitch_side,
+                                             take_over=True))
         peer = vswitch_side.partition("/")[0]
         view = ContainerView(conf.name, req.ifname, mac, result, conf.mtu,
                              queues=memif_queues(plugged), address=own_ip.address, peer=peer)
@@ -198,17 +205,30 @@ def _plug_and_address(ctx: Context, req: CniRequest, conf: NetConf, slot: Slot,
         return result
 
     memif = slot.kind == "memif"
-    pending = ctx.executor.submit(address if memif else address_and_config)
+    work = address if memif else address_and_config
+    pending: list[Future[IpamResult]] = []
+
+    def start() -> None:
+        # Once the plug only waits for the vSwitch (PortSpec.on_committed): the exec'd IPAM
+        # plugin then takes no CPU from the plug's own work.
+        if not pending:
+            pending.append(ctx.executor.submit(work))
+
     plug_error: BaseException | None = None
     try:
         if backend is not None:
-            plugged = backend.plug(port_spec(backend, slot, conf, owner, mac))
+            plugged = backend.plug(replace(port_spec(backend, slot, conf, owner, mac,
+                                                     take_over=True), on_committed=start))
+            if plugged.claimed:
+                done.add("claimed")
     except BaseException as exc:
         plug_error = exc
+    if plug_error is None:
+        start()  # no vSwitch, or one that never said
     # Always wait for the worker, so a failed plug never leaves a lease or file being
     # written behind the undo.
     try:
-        result = pending.result()
+        result = pending[0].result() if pending else IpamResult()
     except BaseException:
         if plug_error is None:
             raise

@@ -192,11 +192,13 @@ def check_vswitch_up(ctx: Context, slot: Slot, what: str) -> None:
 
 
 def port_spec(backend: VSwitch, slot: Slot, conf: NetConf, owner: Owner,
-              mac: str | None, ip_address: str | None = None) -> PortSpec:
+              mac: str | None, ip_address: str | None = None, *,
+              take_over: bool = False) -> PortSpec:
     """The vSwitch port of a socket slot, as the network config and the slot say.
 
     ``ip_address`` is the vSwitch side's address of a memif in mode ip (see
-    ``vswitch_address``). Ring and buffer sizes go to memif ports only: a vhost-user
+    ``vswitch_address``); ``take_over``: the ADD's plug, which may replace a stale port
+    (``PortSpec.take_over``). Ring and buffer sizes go to memif ports only: a vhost-user
     ring is sized by the virtio driver in the container, and neither OVS nor VPP takes a
     size for it (numanet.json carries the pool's values to the container instead).
     """
@@ -209,7 +211,7 @@ def port_spec(backend: VSwitch, slot: Slot, conf: NetConf, owner: Owner,
         memif_mode=slot.memif_mode or "ethernet", memif_id=0,
         ring_size=slot.ring_size if memif else None,
         buffer_size=slot.buffer_size if memif else None,
-        ip_address=ip_address if is_ip_mode(slot) else None)
+        ip_address=ip_address if is_ip_mode(slot) else None, take_over=take_over)
 
 
 def is_ip_mode(slot: Slot) -> bool:

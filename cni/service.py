@@ -2,8 +2,12 @@
 
 Wire format (one call per connection, see ``cni.shim``): ``numanet-cni 1\n``, the CNI
 variables as ``KEY=VALUE\0``, an empty ``\0``, then stdin until the shim half-closes; the
-answer is ``<exit code>\n`` and the stdout text. Calls run in their own threads, so ADDs
-of different pods proceed in parallel (the verbs lock per device ID).
+answer is ``<exit code>\n`` and the stdout text. Calls run in worker threads, so ADDs of
+different pods proceed in parallel (the verbs lock per device ID). The workers stay for
+the next calls (a few spare ones, ``SPARE_WORKERS``, for good; more for
+``WORKER_IDLE_S`` after a burst): a call handed to a waiting worker starts with one
+thread wake-up instead of a thread's creation and start, which on a busy node costs
+milliseconds.
 
 Bounds, so that no caller can hold the agent: the whole request must arrive within
 ``CALL_READ_DEADLINE`` seconds of the accept (not per read: a client sending a byte now
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import stat
 import struct
@@ -48,6 +53,8 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 2 << 20
 CALL_READ_DEADLINE = 10.0
 MAX_CONNECTIONS = 64
+SPARE_WORKERS = 4
+WORKER_IDLE_S = 60.0
 # How long an answer may take to leave (it is small: it waits only for a peer that never reads).
 _SEND_TIMEOUT = 10.0
 # An oversize request is thrown away up to this much; past it the connection is closed.
@@ -191,8 +198,13 @@ class CniService:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._inode: int | None = None
-        self._active: set[threading.Thread] = set()
+        # Calls taken and not yet answered (queued for a worker or being served).
+        self._active: set[socket.socket] = set()
         self._active_lock = threading.Lock()
+        self._calls: queue.SimpleQueue[tuple[socket.socket, float] | None] = \
+            queue.SimpleQueue()
+        self._workers: set[threading.Thread] = set()
+        self._idle = 0  # workers waiting for a call and not promised one
         self._refused = 0  # connections refused since the last warning about it
         self._refusal_logged = 0.0
 
@@ -239,8 +251,10 @@ class CniService:
             self._thread = None
         deadline = time.monotonic() + timeout
         with self._active_lock:
-            active = list(self._active)
-        for thread in active:
+            workers = list(self._workers)
+        for _ in workers:
+            self._calls.put(None)  # after the calls already queued: they are served
+        for thread in workers:
             thread.join(max(0.0, deadline - time.monotonic()))
         try:
             # Only our own socket: a newer agent may already have replaced it.
@@ -299,24 +313,64 @@ class CniService:
                 conn.close()
 
     def _dispatch(self, conn: socket.socket) -> None:
-        """A thread for the call, or error 11 at once past ``max_connections``."""
-        thread = threading.Thread(target=self._serve, args=(conn, time.monotonic()),
-                                  name="cni-call", daemon=True)
+        """The call to a waiting worker (a new one when none waits), or error 11 at once
+        past ``max_connections``."""
+        accepted = time.monotonic()
         with self._active_lock:
             busy = len(self._active) >= self.max_connections
+            spawn = False
             if not busy:
-                self._active.add(thread)
+                self._active.add(conn)
+                spawn = self._idle == 0
+                if not spawn:
+                    self._idle -= 1  # promised this call
         if busy:
             self._refuse_busy(conn, f"is serving {self.max_connections} CNI calls already, "
                                     "its limit")
             return
-        try:
-            thread.start()
-        except BaseException:  # no thread to be had (RuntimeError)
+        if spawn:
+            thread = threading.Thread(target=self._work, name="cni-call", daemon=True)
             with self._active_lock:
-                self._active.discard(thread)
-            self._refuse_busy(conn, "cannot start a thread for another CNI call")
-            raise
+                self._workers.add(thread)
+            try:
+                thread.start()
+            except BaseException:  # no thread to be had (RuntimeError)
+                with self._active_lock:
+                    self._workers.discard(thread)
+                    self._active.discard(conn)
+                self._refuse_busy(conn, "cannot start a thread for another CNI call")
+                raise
+        self._calls.put((conn, accepted))
+
+    def _work(self) -> None:
+        """A worker: serve calls from the queue; leave on None (stop), or after
+        ``WORKER_IDLE_S`` without a call while more than ``SPARE_WORKERS`` wait."""
+        me = threading.current_thread()
+        try:
+            while True:
+                try:
+                    item = self._calls.get(timeout=WORKER_IDLE_S)
+                except queue.Empty:
+                    with self._active_lock:
+                        if self._idle > SPARE_WORKERS:
+                            self._idle -= 1
+                            return
+                    continue
+                if item is None:
+                    return
+                conn, accepted = item
+                try:
+                    self._serve(conn, accepted)
+                except BaseException:
+                    with self._active_lock:  # this worker ends here; it waits for nothing
+                        self._active.discard(conn)
+                    raise
+                with self._active_lock:
+                    self._active.discard(conn)
+                    self._idle += 1
+        finally:
+            with self._active_lock:
+                self._workers.discard(me)
 
     def _refuse_busy(self, conn: socket.socket, why: str) -> None:
         """Answer error 11 on the accept thread: the request is not read, and the answer is
@@ -349,46 +403,42 @@ class CniService:
             self._refused, self._refusal_logged = 0, now
 
     def _serve(self, conn: socket.socket, accepted: float) -> None:
-        try:
-            with conn:
-                try:
-                    pid = self._peer(conn)
-                except OSError as exc:
-                    log.warning("CNI caller went away before its call error=%s", exc)
-                    return
-                if pid is None:
-                    return
-                env: dict[str, str] = {}
-                stdin = b""
-                try:
-                    raw = self._read_request(conn, accepted + self.read_deadline)
-                    env, stdin = decode_call(raw)
-                    code, out = self._call(env, stdin, self.context)
-                except CniError as exc:
-                    code, out = 1, exc.to_json(SPEC_VERSION)
-                    if exc.code == errors.TRY_AGAIN_LATER:  # the deadline passed
-                        log.warning("CNI request refused from pid=%d: %s", pid, exc.msg)
-                except OSError as exc:
-                    log.warning("CNI shim went away during its request error=%s", exc)
-                    return
-                except Exception as exc:  # noqa: BLE001 - a bug; the caller still gets an answer
-                    log.exception("CNI call crashed %s", _who(env, read_document(stdin)))
-                    code, out = 1, CniError(
-                        errors.INTERNAL_ERROR,
-                        f"internal error in the numanet agent: {type(exc).__name__}: {exc}",
-                        "this is a numanet bug; the agent log has the traceback",
-                    ).to_json(SPEC_VERSION)
-                try:
-                    conn.settimeout(_SEND_TIMEOUT)
-                    conn.sendall(f"{code}\n{out}".encode())
-                except OSError as exc:
-                    # The shim gave up (runtime timeout): the call's effects stand; the
-                    # runtime's DEL or GC will undo them.
-                    log.warning("CNI shim went away before the answer %s error=%s",
-                                _who(env, read_document(stdin)), exc)
-        finally:
-            with self._active_lock:
-                self._active.discard(threading.current_thread())
+        with conn:
+            try:
+                pid = self._peer(conn)
+            except OSError as exc:
+                log.warning("CNI caller went away before its call error=%s", exc)
+                return
+            if pid is None:
+                return
+            env: dict[str, str] = {}
+            stdin = b""
+            try:
+                raw = self._read_request(conn, accepted + self.read_deadline)
+                env, stdin = decode_call(raw)
+                code, out = self._call(env, stdin, self.context)
+            except CniError as exc:
+                code, out = 1, exc.to_json(SPEC_VERSION)
+                if exc.code == errors.TRY_AGAIN_LATER:  # the deadline passed
+                    log.warning("CNI request refused from pid=%d: %s", pid, exc.msg)
+            except OSError as exc:
+                log.warning("CNI shim went away during its request error=%s", exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - a bug; the caller still gets an answer
+                log.exception("CNI call crashed %s", _who(env, read_document(stdin)))
+                code, out = 1, CniError(
+                    errors.INTERNAL_ERROR,
+                    f"internal error in the numanet agent: {type(exc).__name__}: {exc}",
+                    "this is a numanet bug; the agent log has the traceback",
+                ).to_json(SPEC_VERSION)
+            try:
+                conn.settimeout(_SEND_TIMEOUT)
+                conn.sendall(f"{code}\n{out}".encode())
+            except OSError as exc:
+                # The shim gave up (runtime timeout): the call's effects stand; the
+                # runtime's DEL or GC will undo them.
+                log.warning("CNI shim went away before the answer %s error=%s",
+                            _who(env, read_document(stdin)), exc)
 
     def _read_request(self, conn: socket.socket, deadline: float) -> bytes:
         """The request to its end (the shim half-closes), all of it by ``deadline``."""

@@ -8,6 +8,9 @@ naming the socket, and the runtime retries. A config larger than the agent takes
 (``MAX_STDIN_BYTES``) is refused here with error 6 without reading the rest of it: it could
 never succeed, and the runtime must not retry it.
 
+``cni/relay.c`` is the same relay compiled (``cni.install`` installs it when it is built):
+it must answer as this file does, and tests/cni/test_relay.py holds the two together.
+
 Start-up time is paid by every pod network, so the way through imports only built-in
 modules (``sys``, ``posix``, ``_socket``: not even ``os`` or ``json``), works on the raw
 bytes environment, and talks a tiny binary framing instead of JSON. The file is
@@ -85,10 +88,14 @@ def _version(stdin: bytes) -> bytes:
 
 
 def _timeout(environ: dict) -> float:
+    """NUMANET_CNI_TIMEOUT when it is a finite number of seconds above 0, else the
+    default (0 would make the socket non-blocking, and a socket takes no infinite or
+    negative timeout)."""
     try:
-        return float(environ.get(TIMEOUT_ENV.encode(), DEFAULT_TIMEOUT))
+        value = float(environ.get(TIMEOUT_ENV.encode(), DEFAULT_TIMEOUT))
     except ValueError:
         return DEFAULT_TIMEOUT
+    return value if 0 < value < 1e9 else DEFAULT_TIMEOUT  # False for nan too
 
 
 def call_agent(path: bytes, request: bytes, timeout: float) -> tuple[int, bytes]:

@@ -25,7 +25,7 @@ from cni.netconf import NetConf, parse_netconf
 from cni.records import AttachmentRecord
 from cni.request import CniRequest
 from deviceplugin.slots import Slot
-from vswitch.api import PluggedPort, VSwitchError
+from vswitch.api import VSwitchError
 from vswitch.sockfiles import remove_socket_file
 
 log = logging.getLogger(__name__)
@@ -114,43 +114,31 @@ def record_netconf(record: AttachmentRecord) -> NetConf | None:
         return None
 
 
-def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> PluggedPort | None:
-    """Clear what an earlier attachment left on this device, under the device's lock;
-    returns the port prepared at Allocate, which the plug then claims.
+def take_over(ctx: Context, req: CniRequest, device_id: str, what: str) -> None:
+    """Clear what an earlier attachment recorded on this device, under the device's lock.
 
     The kubelet has just confirmed that the device is this pod's, and it never gives a
     device to two live pods: whatever still holds it is a dead pod whose DEL has not
     come (or a repeated ADD of this very attachment). Its port, lease and files go, so
     the device is never plugged twice.
+
+    A port with no record (a prepared port, or one an earlier attachment left without
+    its record) is the plug's to handle: the ADD's spec says ``take_over``, so the plug's
+    own lookup claims a prepared port and replaces a stale one. An ADD thus looks the
+    port up once, in the plug (on VPP a lookup is an interface dump).
     """
     old = ctx.records.get(device_id)
-    if old is not None:
-        same = old.same_attachment(req.container_id, req.ifname)
-        log.warning("device already attached, taking it over %s previous=%s",
-                    what, "this-attachment" if same else
-                    f"{old.pod},{old.container_id[:12]},{old.ifname}")
-        failures = teardown(ctx, req, old, record_netconf(old))
-        if failures:
-            raise CniError(errors.TRY_AGAIN_LATER,
-                           f"device {device_id} still holds an earlier attachment that could not "
-                           f"be removed: {failures[0]}", "see the agent log; the runtime retries")
-        return None
-    prepared = None
-    for switch in switches_holding(ctx, ctx.slots.slot(device_id)):
-        port = find_port(switch, device_id, what)
-        if port is None:
-            continue
-        if port.prepared:
-            prepared = port  # the allocation's, and the plug claims it
-            continue
-        log.warning("unrecorded port on device, removing it %s port=%s owner=%s,%s,%s",
-                    what, port.port_name, port.owner.pod, port.owner.container_id[:12],
-                    port.owner.ifname)
-        try:
-            switch.unplug(device_id)
-        except VSwitchError as exc:
-            raise vswitch_error(exc, f"removal of the stale port of {what}") from None
-    return prepared
+    if old is None:
+        return
+    same = old.same_attachment(req.container_id, req.ifname)
+    log.warning("device already attached, taking it over %s previous=%s",
+                what, "this-attachment" if same else
+                f"{old.pod},{old.container_id[:12]},{old.ifname}")
+    failures = teardown(ctx, req, old, record_netconf(old))
+    if failures:
+        raise CniError(errors.TRY_AGAIN_LATER,
+                       f"device {device_id} still holds an earlier attachment that could not "
+                       f"be removed: {failures[0]}", "see the agent log; the runtime retries")
 
 
 def remove_unrecorded(ctx: Context, req: CniRequest, device_id: str, what: str) -> list[CniError]:

@@ -10,6 +10,7 @@ packages=(
   iproute2 kmod udev util-linux           # network namespaces (ip netns, unshare), hugetlbfs
   openssl                                 # webhook TLS script tests
   python3 python3-venv python3-dev
+  gcc libc6-dev                           # the CNI relay (cni/relay.c, make relay; static)
 )
 missing=()
 for p in "${packages[@]}"; do

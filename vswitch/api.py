@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -88,6 +88,17 @@ class PortSpec:
     # memif mode "ip" only: the vSwitch side's address in CIDR form ("10.56.0.1/24"); the
     # interface is routed with it instead of joining the network's bridge domain (VPP).
     ip_address: str | None = None
+    # The caller holds the device (the CNI's ADD: the kubelet says it is the pod's, and no
+    # attachment record holds it): a port of the device that cannot serve this spec (an
+    # earlier attachment's that left no record, other settings) is removed and made anew
+    # instead of refused. The plug's own lookup finds it: the caller looks nothing up.
+    take_over: bool = False
+    # Called once by the plug when what is slow about it is only waiting (OVS: the port's
+    # transaction is committed, vswitchd sets it up), or at its start when nothing is:
+    # the caller starts its own work then (the CNI's IPAM ADD, an exec'd plugin), so that
+    # the work overlaps the wait without competing with the plug's own CPU. A backend may
+    # never call it; the caller then starts that work once the plug returns.
+    on_committed: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,9 @@ class PluggedPort:
     owner: Owner
     mac: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # Set by a plug that claimed a port ``prepare`` had made (and not compared: a plug's
+    # outcome, not a property of the port).
+    claimed: bool = field(default=False, compare=False)
 
     @property
     def prepared(self) -> bool:

@@ -1,13 +1,16 @@
 #!/bin/sh
-# numanet-install-cni: the agent's init container. Installs the CNI shim on the host as
-# $HOST_ROOT/opt/cni/bin/numanet, a stdlib-only Python launcher whose #! line names the
-# HOST's python3 (Multus executes it on the host, outside this image), and beside it
-# .numanet/ with the shim and its bytecode (compiled here; a host python of another
-# version compiles the source itself, and caches its own bytecode there).
+# numanet-install-cni: the agent's init container. Installs the CNI plugin on the host as
+# $HOST_ROOT/opt/cni/bin/numanet: the image's compiled relay (cni/relay.c, a static
+# binary, so it runs on any host) when the image has it, else a stdlib-only Python
+# launcher whose #! line names the HOST's python3 (Multus executes it on the host,
+# outside this image). Beside it, .numanet/ holds the Python shim and its bytecode
+# (compiled here; a host python of another version compiles the source itself, and
+# caches its own bytecode there), the fallback.
 #
 # Environment: HOST_ROOT (default /host) where the host's /usr, /opt/cni/bin and
 # /etc/cni/net.d are mounted; NUMANET_HOST_PYTHON to force the interpreter path (as the
-# host sees it); NUMANET_PYTHON, the interpreter that runs the installer (default python3).
+# host sees it); NUMANET_PYTHON, the interpreter that runs the installer (default python3);
+# NUMANET_CNI_RELAY: "none" installs the Python launcher even when the relay is there.
 set -eu
 
 HOST_ROOT=${HOST_ROOT:-/host}
@@ -25,7 +28,11 @@ if [ -z "$host_python" ]; then
         fi
     done
 fi
-if [ -z "$host_python" ]; then
+relay=$("$PYTHON" -c 'from cni.install import find_relay; print(find_relay() or "")')
+if [ -z "$host_python" ] && [ -n "$relay" ]; then
+    # The relay needs no interpreter; the launcher's #! line is only written without it.
+    host_python=/usr/bin/python3
+elif [ -z "$host_python" ]; then
     echo "numanet-install-cni: the host has no python3 (looked for /usr/bin/python3," \
          "/usr/local/bin/python3, /usr/libexec/platform-python under $HOST_ROOT):" \
          "the numanet CNI shim runs on the host and needs python3 >= 3.9 (standard" \
@@ -39,7 +46,12 @@ if [ ! -d "$CNI_BIN_DIR" ]; then
 fi
 
 "$PYTHON" -m cni.install "$CNI_BIN_DIR/numanet" --python "$host_python" >/dev/null
-echo "numanet-install-cni: installed $CNI_BIN_DIR/numanet (python: $host_python)"
+if [ -n "$relay" ]; then
+    echo "numanet-install-cni: installed $CNI_BIN_DIR/numanet (compiled relay; Python shim" \
+         "in $CNI_BIN_DIR/.numanet for $host_python)"
+else
+    echo "numanet-install-cni: installed $CNI_BIN_DIR/numanet (python: $host_python)"
+fi
 
 # numanet is called by Multus for each NetworkAttachmentDefinition; say so when it is missing.
 if ! grep -qs '"multus' "$CNI_CONF_DIR"/*.conf "$CNI_CONF_DIR"/*.conflist 2>/dev/null; then

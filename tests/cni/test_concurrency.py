@@ -41,6 +41,18 @@ def test_sixteen_parallel_adds_then_dels(cni_bed):
         assert [r.rc for r in deleted] == [0] * PODS, [r.stdout for r in deleted if r.rc]
     cni_bed.assert_clean()
     assert len(cni_bed.context.locks) == 0  # no lock entry outlives its calls
+    # The calls' workers wait for the next ones; no call is left in flight.
+    service = cni_bed.service
+    assert not service._active and 1 <= len(service._workers) <= PODS
+
+
+def test_calls_one_after_another_reuse_one_worker(cni_bed):
+    service = cni_bed.service
+    for _ in range(5):
+        assert cni_bed.cni("VERSION", b"{}").rc == 0  # answered by the shim itself
+        call = cni_bed.cni("STATUS", cni_bed.netconf("vhostuser-ovs-n0-000"))
+        assert call.rc == 0, call.stdout
+    assert len(service._workers) == 1 and not service._active
 
 
 def test_one_device_raced_by_many_adds_is_plugged_once(cni_bed, pod_netns):

@@ -293,3 +293,36 @@ def test_an_add_while_ovs_vswitchd_is_known_dead_fails_at_once():
         ok(node.cni("ADD", conf, "pod-a", ns.path))
         ok(node.cni("DEL", conf, "pod-a"))
     assert not os.path.exists(node.root)
+
+
+def test_calls_right_at_ovs_vswitchd_s_death_answer_without_waiting_for_it():
+    """ovs-vswitchd killed: an ADD made before anything could know is refused 11 (the plug
+    sees the death instead of waiting out its apply timeout) and leaves nothing; a DEL
+    succeeds, since the port is gone from the database a restarted vswitchd reads and the
+    dead one holds no socket; after the restart the port does not come back, and the DEL
+    is still idempotent."""
+    import signal
+
+    with started_private_ovs() as ovs, running_node(ovs, prepare=False) as node, \
+            netns("nnhi") as ns:
+        monitor = node.agent.vswitch_monitor
+        node.admit("pod-a")
+        node.admit("pod-b")
+        conf_a, conf_b = node.netconf("pod-a"), node.netconf("pod-b")
+        ok(node.cni("ADD", conf_a, "pod-a", ns.path))
+        pid = ovs.vswitchd_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        call = node.cni("ADD", conf_b, "pod-b", ns.path)
+        assert_cni_error(call, errors.TRY_AGAIN_LATER, "ovs-vswitchd is not running")
+        ok(node.cni("DEL", conf_a, "pod-a"))
+        assert node.port_uuids() == {} and node.records() == [] and node.leases() == []
+        eventually(lambda: not monitor.states()["ovs"].healthy)
+        ovs.stop_vswitchd()  # reaps it
+        ovs.start_vswitchd()
+        eventually(lambda: monitor.states()["ovs"].healthy, timeout=15)
+        assert node.port_uuids() == {}
+        ok(node.cni("DEL", conf_a, "pod-a"))
+        ok(node.cni("ADD", conf_b, "pod-b", ns.path))
+        ok(node.cni("DEL", conf_b, "pod-b"))
+    assert not os.path.exists(node.root)

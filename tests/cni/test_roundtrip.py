@@ -390,3 +390,55 @@ def test_teardown_while_the_agent_stops_still_releases_the_address(cni_bed, pod_
     finally:
         cni_bed.context.executor = pool
     cni_bed.assert_clean()
+
+
+def _count_lookups(cni_bed, monkeypatch) -> list[str]:
+    """Every port lookup the agent's OVS backend makes (``port`` and the plug's own)."""
+    seen: list[str] = []
+    lookup, port = cni_bed.switch._plugged, cni_bed.switch.port
+
+    def counted_plugged(conn, device_id, **kwargs):
+        seen.append(device_id)
+        return lookup(conn, device_id, **kwargs)
+
+    def counted_port(device_id):
+        seen.append(f"port({device_id})")
+        return port(device_id)
+
+    monkeypatch.setattr(cni_bed.switch, "_plugged", counted_plugged)
+    monkeypatch.setattr(cni_bed.switch, "port", counted_port)
+    return seen
+
+
+def test_an_add_looks_its_port_up_once(cni_bed, pod_netns, monkeypatch):
+    dev = cni_bed.slots.device_id("vhostuser-ovs", 20)
+    cni_bed.allocate("default", "pod-a", dev)
+    seen = _count_lookups(cni_bed, monkeypatch)
+    add = cni_bed.cni("ADD", cni_bed.netconf(dev), "once1", netns_path=pod_netns.path)
+    assert add.rc == 0, add.stdout
+    assert seen == [dev]  # the plug's own lookup, nothing before it
+    assert cni_bed.cni("DEL", cni_bed.netconf(dev), "once1").rc == 0
+    cni_bed.assert_clean()
+
+
+@pytest.mark.parametrize("owner", ["another-pod", "same-attachment"])
+def test_an_add_replaces_a_port_an_earlier_attachment_left_without_a_record(
+        cni_bed, pod_netns, owner):
+    """A port of the device with no record (an agent that lost its record, a crash
+    between the plug and the record): the ADD's plug removes it and makes the port anew
+    when it is another attachment's, keeps it when it is this very attachment's."""
+    dev = cni_bed.slots.device_id("vhostuser-ovs", 21)
+    cni_bed.allocate("default", "pod-a", dev)
+    conf = {k: v for k, v in cni_bed.netconf(dev).items() if k != "ipam"}
+    first = cni_bed.cni("ADD", conf, "left1", netns_path=pod_netns.path)
+    assert first.rc == 0, first.stdout
+    [left] = cni_bed.ports()
+    cni_bed.context.records.delete(dev)  # the record is lost, the port stays
+    container = "left2" if owner == "another-pod" else "left1"
+    add = cni_bed.cni("ADD", conf, container, netns_path=pod_netns.path)
+    assert add.rc == 0, add.stdout
+    [port] = cni_bed.ports()
+    assert port["external_ids"][TAG_CONTAINER_ID] == container
+    assert (port["_uuid"] == left["_uuid"]) == (owner == "same-attachment")
+    assert cni_bed.cni("DEL", conf, container).rc == 0
+    cni_bed.assert_clean()

@@ -1,7 +1,10 @@
 """The shim on its own: stdlib only, VERSION without the agent, agents that misbehave,
 and the install (``python -m cni.install``: a launcher and the shim's precompiled
-bytecode) working end to end, with the source as the fallback when the bytecode is not
-for the interpreter or not for the source."""
+bytecode, or the compiled relay) working end to end, with the source as the fallback when
+the bytecode is not for the interpreter or not for the source.
+
+The tests that exec a plugin run both the Python shim and the relay (``cni/relay.c``):
+they must answer alike."""
 
 from __future__ import annotations
 
@@ -16,13 +19,19 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers.cni_shim import SHIM
+from helpers.cni_shim import PLUGINS, RELAY, plugin_params
 
 from cni import errors, netconf, shim
 from cni.install import MODULE, install, private_dir
 
 FORBIDDEN = ("grpc", "google", "ovsdbapp", "yaml", "deviceplugin", "vswitch", "protos", "json",
              "socket", "re", "os", "enum")
+
+
+@pytest.fixture(params=plugin_params())
+def plugin(request: pytest.FixtureRequest) -> Path:
+    """The CNI executable under test: the Python shim or the compiled relay."""
+    return PLUGINS[request.param]
 
 
 def run(executable: list[str], env: dict[str, str], stdin: bytes = b"") -> tuple[int, str]:
@@ -71,13 +80,13 @@ def test_shim_imports_only_the_standard_library_on_the_way_through(tmp_path):
     assert not heavy, f"the shim pulled in {sorted(heavy)}"
 
 
-def test_version_is_answered_without_the_agent(tmp_path):
+def test_version_is_answered_without_the_agent(tmp_path, plugin):
     env = {"CNI_COMMAND": "VERSION", "NUMANET_CNI_SOCKET": str(tmp_path / "nothing.sock")}
-    rc, out = run([str(SHIM)], env, b'{"cniVersion": "0.4.0"}')
+    rc, out = run([str(plugin)], env, b'{"cniVersion": "0.4.0"}')
     assert rc == 0
     doc = json.loads(out)
     assert doc == {"cniVersion": "0.4.0", "supportedVersions": list(netconf.SUPPORTED_VERSIONS)}
-    rc, out = run([str(SHIM)], env, b"")
+    rc, out = run([str(plugin)], env, b"")
     assert rc == 0 and json.loads(out)["cniVersion"] == "1.1.0"
 
 
@@ -109,12 +118,13 @@ def _fake_agent(path: Path, reply: bytes | None, hold: threading.Event,
     (b"", False, "answered badly"),  # reset or EOF, depending on timing
     (None, True, "did not answer within"),
 ])
-def test_an_agent_that_answers_badly_is_try_again_later(tmp_path, reply, read_first, words):
+def test_an_agent_that_answers_badly_is_try_again_later(tmp_path, reply, read_first, words,
+                                                       plugin):
     path = tmp_path / "agent.sock"
     hold = threading.Event()
     thread = _fake_agent(path, reply, hold, read_first)
     env = {"CNI_COMMAND": "ADD", "NUMANET_CNI_SOCKET": str(path), "NUMANET_CNI_TIMEOUT": "0.5"}
-    rc, out = run([str(SHIM)], env, b'{"cniVersion": "1.0.0"}')
+    rc, out = run([str(plugin)], env, b'{"cniVersion": "1.0.0"}')
     hold.set()
     thread.join(5)
     doc = json.loads(out)
@@ -123,15 +133,15 @@ def test_an_agent_that_answers_badly_is_try_again_later(tmp_path, reply, read_fi
     assert words in doc["msg"] and str(path) in doc["msg"]
 
 
-def test_agent_exit_code_and_stdout_are_relayed(tmp_path):
+def test_agent_exit_code_and_stdout_are_relayed(tmp_path, plugin):
     path = tmp_path / "agent.sock"
     thread = _fake_agent(path, b'1\n{"code": 7, "msg": "x"}', threading.Event())
-    rc, out = run([str(SHIM)], {"CNI_COMMAND": "ADD", "NUMANET_CNI_SOCKET": str(path)}, b"{}")
+    rc, out = run([str(plugin)], {"CNI_COMMAND": "ADD", "NUMANET_CNI_SOCKET": str(path)}, b"{}")
     thread.join(5)
     assert rc == 1 and out == '{"code": 7, "msg": "x"}'
 
 
-def test_an_answer_sent_before_the_request_was_read_is_relayed(tmp_path):
+def test_an_answer_sent_before_the_request_was_read_is_relayed(tmp_path, plugin):
     """The agent answers early (too large, too many calls) and closes without reading the
     request: Linux then fails the shim's read after the answer (ECONNRESET); the answer is
     whole, and relayed."""
@@ -149,7 +159,7 @@ def test_an_answer_sent_before_the_request_was_read_is_relayed(tmp_path):
 
     thread = threading.Thread(target=answer_unread, daemon=True)
     thread.start()
-    rc, out = run([str(SHIM)], {"CNI_COMMAND": "ADD", "NUMANET_CNI_SOCKET": str(path)}, b"{}")
+    rc, out = run([str(plugin)], {"CNI_COMMAND": "ADD", "NUMANET_CNI_SOCKET": str(path)}, b"{}")
     thread.join(5)
     assert rc == 1 and out == '{"code": 11, "msg": "busy"}'
 
@@ -169,6 +179,45 @@ def test_installed_plugin_round_trip(cni_bed, pod_netns, tmp_path):
     rc, out = run([str(plugin)], env, json.dumps(cni_bed.netconf(dev)).encode())
     assert rc == 0, out
     cni_bed.assert_clean()
+
+
+@pytest.mark.skipif(not RELAY.exists(), reason="the relay is not built (make relay)")
+def test_installed_relay_round_trip(cni_bed, pod_netns, tmp_path):
+    """The compiled relay installed as the plugin, the shim and its bytecode kept beside it
+    (the fallback), through the real agent."""
+    plugin = install(tmp_path / "bin" / "numanet", relay=RELAY)
+    assert plugin.read_bytes() == RELAY.read_bytes()
+    assert plugin.stat().st_mode & 0o777 == 0o755
+    lib = private_dir(plugin)
+    assert sorted(p.name for p in lib.iterdir()) == ["__pycache__", f"{MODULE}.py"]
+    dev = cni_bed.slots.device_id("vhostuser-ovs", 31)
+    cni_bed.allocate("default", "pod-a", dev)
+    env = cni_bed.env("ADD", "relay1", netns_path=pod_netns.path)
+    rc, out = run([str(plugin)], env, json.dumps(cni_bed.netconf(dev)).encode())
+    assert rc == 0, out
+    assert json.loads(out)["interfaces"][0]["socketPath"].endswith(f"{dev}/sock")
+    env["CNI_COMMAND"] = "DEL"
+    rc, out = run([str(plugin)], env, json.dumps(cni_bed.netconf(dev)).encode())
+    assert rc == 0 and out == "", out
+    cni_bed.assert_clean()
+
+
+def test_install_picks_the_relay_only_when_asked_or_found(tmp_path, monkeypatch):
+    from cni import install as installer
+
+    monkeypatch.setenv(installer.RELAY_ENV, "none")
+    assert installer.find_relay() is None
+    assert installer.find_relay("none") is None
+    with pytest.raises(ValueError, match="not an executable file"):
+        installer.find_relay(str(tmp_path / "missing"))
+    fake = tmp_path / "relay"
+    fake.write_bytes(b"\x7fELF")
+    fake.chmod(0o755)
+    assert installer.find_relay(str(fake)) == fake
+    monkeypatch.setattr(installer, "relay_candidates", lambda: [tmp_path / "absent", fake])
+    assert installer.find_relay("auto") == fake
+    monkeypatch.setattr(installer, "relay_candidates", lambda: [tmp_path / "absent"])
+    assert installer.find_relay("auto") is None  # no binary: the Python launcher
 
 
 def _installed(tmp_path: Path) -> tuple[Path, Path, Path]:

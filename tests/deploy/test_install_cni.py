@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.cni_shim import RELAY
 from helpers.deploy import DEPLOY
 
 SCRIPT = DEPLOY / "image" / "install-cni.sh"
@@ -35,9 +36,12 @@ def _host(tmp_path: Path, python: str | None = "/usr/bin/python3",
 
 
 def _install(host: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The script as the image runs it; the Python launcher unless ``NUMANET_CNI_RELAY``
+    says otherwise (the relay is in the image, and in build/ only when it was built)."""
     return subprocess.run(["sh", str(SCRIPT)], capture_output=True, text=True, timeout=30,
                           env={**os.environ, "HOST_ROOT": str(host),
-                               "NUMANET_PYTHON": sys.executable, **env})
+                               "NUMANET_PYTHON": sys.executable, "NUMANET_CNI_RELAY": "none",
+                               **env})
 
 
 def _cni(plugin: Path, command: str, stdin: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -90,6 +94,26 @@ def test_host_without_python_stops_with_what_to_do(tmp_path: Path):
     assert proc.returncode == 1
     assert "the host has no python3" in proc.stderr and "NUMANET_HOST_PYTHON" in proc.stderr
     assert not (host / "opt/cni/bin/numanet").exists()
+
+
+@pytest.mark.skipif(not RELAY.exists(), reason="the relay is not built (make relay)")
+@pytest.mark.parametrize("python", ["/usr/bin/python3", None])
+def test_installs_the_relay_when_the_image_has_it(tmp_path: Path, python: str | None):
+    """The compiled relay becomes the plugin, with or without a python3 on the host; the
+    Python shim stays beside it."""
+    host = _host(tmp_path, python=python)
+    proc = _install(host, NUMANET_CNI_RELAY=str(RELAY))
+    assert proc.returncode == 0, proc.stderr
+    assert "compiled relay" in proc.stdout
+    plugin = host / "opt/cni/bin/numanet"
+    assert plugin.read_bytes() == RELAY.read_bytes() and os.access(plugin, os.X_OK)
+    assert (host / "opt/cni/bin/.numanet/numanet_shim.py").is_file()
+    version = _cni(plugin, "VERSION", '{"cniVersion": "1.0.0"}')
+    assert version.returncode == 0 and json.loads(version.stdout)["cniVersion"] == "1.0.0"
+    socket = tmp_path / "nobody-home.sock"
+    add = _cni(plugin, "ADD", "{}", NUMANET_CNI_SOCKET=str(socket))
+    error = json.loads(add.stdout)
+    assert add.returncode == 1 and error["code"] == 11 and str(socket) in error["msg"]
 
 
 def test_missing_multus_is_warned_but_not_fatal(tmp_path: Path):

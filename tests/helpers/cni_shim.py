@@ -14,7 +14,26 @@ from typing import Any
 import pytest
 
 SHIM = Path(sys.executable).with_name("numanet-cni")
+# The compiled relay (cni/relay.c), built by `make relay`; the tests that run both skip
+# it when it was not built (no C compiler).
+RELAY = Path(__file__).resolve().parents[2] / "build" / "numanet-relay"
 CNI_BIN = "/usr/lib/cni"
+# What run_shim executes: the Python shim, or the relay where a test asks for it
+# (``use_plugin``).
+PLUGINS = {"shim": SHIM, "relay": RELAY}
+_current = {"plugin": SHIM}
+
+
+def plugin_params() -> list[Any]:
+    """pytest params "shim" and "relay" (skipped when the relay is not built)."""
+    return ["shim", pytest.param("relay", marks=pytest.mark.skipif(
+        not RELAY.exists(), reason=f"{RELAY} not built (make relay)"))]
+
+
+def use_plugin(name: str) -> Path:
+    """Make run_shim execute the plugin ``name`` ("shim" or "relay"); returns its path."""
+    _current["plugin"] = PLUGINS[name]
+    return PLUGINS[name]
 
 
 @dataclass
@@ -31,7 +50,8 @@ class CniCall:
 def run_shim(env: dict[str, str], stdin: bytes | dict[str, Any]) -> CniCall:
     """One call of the shim with exactly ``env`` and the config on stdin."""
     data = stdin if isinstance(stdin, bytes) else json.dumps(stdin).encode()
-    done = subprocess.run([str(SHIM)], input=data, env=env, capture_output=True, timeout=60)
+    done = subprocess.run([str(_current["plugin"])], input=data, env=env, capture_output=True,
+                          timeout=60)
     return CniCall(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 

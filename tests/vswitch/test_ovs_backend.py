@@ -117,7 +117,10 @@ def test_vhost_container_client_links_the_socket_ovs_serves(ovs_bench):
         )
 
     assert ovs_bench.switch.unplug(s.device_id) is True
-    assert not os.path.exists(s.socket_path)
+    assert not os.path.exists(s.socket_path)  # the link goes with the unplug
+    # OVS's own socket goes once ovs-vswitchd applied the removal (the unplug does not
+    # wait for that; the device's next plug does, and so does settle()).
+    assert ovs_bench.switch.settle()
     assert not ovs_socket.exists()
 
 
@@ -549,23 +552,94 @@ def test_sixteen_parallel_plugs_and_unplugs(ovs_bench):
 def test_health_follows_vswitchd(fresh_bench):
     switch, ovs = fresh_bench.switch, fresh_bench.ovs
     assert switch.health().healthy
+    seen: list[bool] = []
+    switch.on_liveness(seen.append)
 
     ovs.stop_vswitchd()
+    # Its control socket closed: known at once, no probe waited out.
+    eventually(lambda: seen == [False])
     health = switch.health()
     assert not health.healthy
-    # The database still says DPDK is initialised: the probe is what notices.
+    # The database still says DPDK is initialised.
     assert ovs.vsctl("get", "Open_vSwitch", ".", "dpdk_initialized", wait=False) == "true"
-    assert "ovs-vswitchd did not answer" in health.reason
+    assert "ovs-vswitchd is not running" in health.reason and "control socket" in health.reason
 
     # A plug while vswitchd is down fails as "unavailable" and leaves nothing behind.
     s = spec(fresh_bench, "hl-ovs-n0-001")
-    with pytest.raises(VSwitchUnavailable, match="ovs-vswitchd did not apply"):
+    with pytest.raises(VSwitchUnavailable, match="ovs-vswitchd is not running"):
         switch.plug(s)
     assert port(ovs, port_name(s.device_id)) is None
 
     ovs.start_vswitchd()
+    eventually(lambda: seen == [False, True])
     assert switch.health().healthy
     assert switch.plug(s).device_id == s.device_id
+
+
+def test_unplug_on_a_dead_vswitchd_removes_the_port_from_the_database(fresh_bench):
+    """The port is gone from the rows a restarted vswitchd reads, and the dead one holds no
+    socket: the unplug is done, and a plug of the device after the restart makes it anew."""
+    switch, ovs = fresh_bench.switch, fresh_bench.ovs
+    s = spec(fresh_bench, "du-ovs-n0-001")
+    switch.plug(s)
+    seen: list[bool] = []
+    switch.on_liveness(seen.append)
+    ovs.stop_vswitchd()
+    eventually(lambda: seen == [False])
+    assert switch.unplug(s.device_id) is True
+    assert port(ovs, port_name(s.device_id)) is None
+    assert switch.unplug(s.device_id) is False
+    ovs.start_vswitchd()
+    eventually(lambda: switch.health().healthy)
+    assert switch.plug(s).device_id == s.device_id
+    assert port(ovs, port_name(s.device_id)) is not None
+
+
+def test_a_vswitchd_that_stops_answering_is_found_by_the_probe(fresh_bench):
+    """Alive but not applying anything (stopped, wedged): its control socket stays
+    connected, so the cur_cfg probe is what notices."""
+    import signal
+
+    switch, ovs = fresh_bench.switch, fresh_bench.ovs
+    assert switch.health().healthy
+    pid = ovs.vswitchd_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        health = switch.health()
+        assert not health.healthy and "ovs-vswitchd did not answer" in health.reason
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    eventually(lambda: switch.health().healthy)
+
+
+def test_health_asks_vswitchd_on_its_control_socket_not_through_the_database(ovs_bench):
+    """A probe of a healthy vswitchd writes nothing: no next_cfg bump, so vswitchd does
+    not reconfigure every bridge at every round of the agent's monitor."""
+    ovs, switch = ovs_bench.ovs, ovs_bench.switch
+    eventually(lambda: switch._watch is not None and switch._watch.alive)
+    before = ovs.vsctl("get", "Open_vSwitch", ".", "next_cfg", wait=False)
+    for _ in range(3):
+        assert switch.health().healthy
+    assert ovs.vsctl("get", "Open_vSwitch", ".", "next_cfg", wait=False) == before
+
+
+def test_without_its_control_socket_health_falls_back_to_the_cur_cfg_probe(fresh_bench,
+                                                                          tmp_path):
+    ovs = fresh_bench.ovs
+    switch = OvsVSwitch(ovs.db, fresh_bench.bridge, timeout=1.0,
+                        vswitchd_ctl=str(tmp_path / "no-such.ctl"))
+    switch.connect()
+    try:
+        before = int(ovs.vsctl("get", "Open_vSwitch", ".", "next_cfg", wait=False))
+        assert switch.health().healthy
+        assert int(ovs.vsctl("get", "Open_vSwitch", ".", "next_cfg", wait=False)) > before
+        assert switch.vswitchd_down() is None  # unknown, not down
+        ovs.stop_vswitchd()
+        health = switch.health()
+        assert not health.healthy and "ovs-vswitchd did not answer within" in health.reason
+    finally:
+        switch.close()
 
 
 def test_database_gone(fresh_bench):

@@ -10,6 +10,22 @@ so a failed port is removed again and the caller gets a VSwitchError.
 then claims it with one transaction on ``external_ids`` alone, which ovs-vswitchd does
 not act on, so the pod's ADD no longer waits for DPDK to set the port up (a VLAN or MTU
 other than the prepared one is set in the same transaction, and then waited for).
+
+``unplug`` answers once the port is gone from the database, without waiting for
+ovs-vswitchd to apply it (about 10 ms a port, and a burst of removals waits for all of
+them): the removal settles in the background (``_Settler``), and what must not happen
+before it has, waits for it there instead. A slot's socket must not be reused while
+DPDK still holds it, so the next ``plug`` or ``prepare`` of the device first waits for
+its removal to be applied (bounded by ``timeout``, as the wait of the unplug was); the
+socket files a removed port leaves go at once (a name holds no connection, and nothing
+makes a new socket at the path before that next plug). The database never
+brings the port back (ovs-vswitchd reads the current rows, not the history), so a
+vswitchd that dies or restarts meanwhile changes nothing.
+
+ovs-vswitchd's death is seen the moment it happens (``liveness.VswitchdWatch``, an idle
+connection to its control socket): ``health`` then answers at once, the listeners of
+``on_liveness`` (the agent's monitor) are told, and nothing waits for a ``cur_cfg`` a
+dead vswitchd will never raise (its sockets died with it).
 """
 
 from __future__ import annotations
@@ -18,7 +34,9 @@ import logging
 import os
 import stat
 import threading
-from dataclasses import replace
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ovsdbapp import exceptions as ovsdbapp_exceptions
@@ -46,6 +64,7 @@ from vswitch.ovs.commands import (
     find_bridge_of,
 )
 from vswitch.ovs.connection import Connection, read_column
+from vswitch.ovs.liveness import VswitchdWatch
 from vswitch.sockfiles import NotASocket, remove_socket_file
 
 log = logging.getLogger(__name__)
@@ -109,6 +128,7 @@ class OvsVSwitch(VSwitch):
         *,
         timeout: float = 5.0,
         vhost_sock_dir: str | None = None,
+        vswitchd_ctl: str | None = None,
     ) -> None:
         self.db = db
         self.bridge = bridge
@@ -116,6 +136,11 @@ class OvsVSwitch(VSwitch):
         self._vhost_sock_dir = vhost_sock_dir
         self._conn: Connection | None = None
         self._connect_lock = threading.Lock()
+        # ovs-vswitchd's control socket: given, or found in the db socket's directory.
+        self._vswitchd_ctl = vswitchd_ctl
+        self._watch: VswitchdWatch | None = None
+        self._liveness_listeners: list[Callable[[bool], None]] = []
+        self._settler = _Settler(self)
 
     # -- connection --------------------------------------------------------------------
 
@@ -131,12 +156,64 @@ class OvsVSwitch(VSwitch):
                     "(ovsdb-server and ovs-vswitchd-dpdk) or point vswitches.ovs.db at its socket"
                 ) from exc
             log.info("connected to ovsdb db=%s bridge=%s", self.db, self.bridge)
+            run_dir = os.path.dirname(self.db[len("unix:"):]) if self.db.startswith("unix:") \
+                else None
+            if self._watch is None and (run_dir or self._vswitchd_ctl):
+                self._watch = VswitchdWatch(run_dir, self._liveness_changed,
+                                            ctl=self._vswitchd_ctl).start()
 
     def close(self) -> None:
+        self._settler.drain(self.timeout)
         with self._connect_lock:
             conn, self._conn = self._conn, None
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
         if conn is not None:
             conn.close()
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until ovs-vswitchd has applied every change committed so far, this
+        backend's removals settling in the background included (benches and tests start
+        from a quiet vswitchd with it); False when that took longer than ``timeout``
+        (default: the backend's)."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._settler.drain(timeout)
+        conn = self._connection()
+
+        def next_cfg(tables: Any) -> int | None:
+            rows = list(tables["Open_vSwitch"].rows.values())
+            return rows[0].next_cfg if rows else None
+
+        return self._wait_applied(conn, conn.read(next_cfg),
+                                  max(0.0, deadline - time.monotonic()))
+
+    # -- ovs-vswitchd's liveness ------------------------------------------------------------
+
+    def on_liveness(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(alive)`` when ovs-vswitchd is seen to die or to come back (from
+        the watch's thread); the agent's monitor probes at once then."""
+        self._liveness_listeners.append(callback)
+
+    def vswitchd_down(self) -> str | None:
+        """Why ovs-vswitchd is known not to run, or None (it runs, or it cannot be told)."""
+        watch = self._watch
+        if watch is None or watch.alive is not False:
+            return None
+        return watch.reason or "ovs-vswitchd is not running"
+
+    def _liveness_changed(self, alive: bool) -> None:
+        conn = self._conn
+        if conn is not None:
+            conn.poke()  # waiters for cur_cfg look again, and give up on a dead vswitchd
+        if not alive:
+            self._settler.poke()
+        for callback in list(self._liveness_listeners):
+            try:
+                callback(alive)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop the watch
+                log.exception("ovs-vswitchd liveness listener failed")
 
     def _connection(self) -> Connection:
         """The live connection, connecting first if needed; VSwitchUnavailable when down."""
@@ -188,7 +265,12 @@ class OvsVSwitch(VSwitch):
             rows = list(tables["Open_vSwitch"].rows.values())
             return bool(rows) and rows[0].cur_cfg >= next_cfg
 
-        return bool(conn.wait_for(applied, timeout))
+        def applied_or_dead(tables: Any) -> str | None:
+            if applied(tables):
+                return "applied"
+            return "dead" if self.vswitchd_down() else None
+
+        return conn.wait_for(applied_or_dead, timeout) == "applied"
 
     # -- reads -------------------------------------------------------------------------
 
@@ -250,9 +332,16 @@ class OvsVSwitch(VSwitch):
     def plug(self, spec: PortSpec) -> PluggedPort:
         plan = _ports.plan_port(spec, self.bridge)
         conn = self._connection()
+        self._settler.wait(spec.device_id, self.timeout)
         existing = self._plugged(conn, spec.device_id)
         if existing is not None and not existing[0].prepared:
-            return self._replug(conn, spec, plan, *existing)
+            stale = self._stale(spec, plan, *existing) if spec.take_over else ""
+            if not stale:
+                return self._replug(conn, spec, plan, *existing)
+            log.warning("unrecorded port on device, removing it device_id=%s pod=%s port=%s "
+                        "(%s)", spec.device_id, spec.owner.pod, plan.name, stale)
+            self._remove(conn, spec.device_id, *existing)
+            existing = None
         if existing is not None:
             claimed = self._claim(conn, spec, plan, *existing)
             if claimed is not None:
@@ -267,6 +356,7 @@ class OvsVSwitch(VSwitch):
             )
         plan = _ports.plan_port(spec, self.bridge, prepared=True)
         conn = self._connection()
+        self._settler.wait(spec.device_id, self.timeout)
         existing = self._plugged(conn, spec.device_id)
         if existing is not None:
             return existing[0]
@@ -279,9 +369,12 @@ class OvsVSwitch(VSwitch):
             plan = _ports.with_memif_queues(
                 plan, _ports.memif_queue_pairs(self._other_config(conn, "pmd-cpu-mask"))
             )
-        _, next_cfg = self._commit(
-            conn, f"plug of {_describe(spec)} port {plan.name}", PlugPort(conn.api, plan)
-        )
+        try:
+            _, next_cfg = self._commit(
+                conn, f"plug of {_describe(spec)} port {plan.name}", PlugPort(conn.api, plan)
+            )
+        finally:
+            _committed(spec)
         try:
             self._check_applied(conn, plan, next_cfg, spec)
             if plan.link_socket_to:
@@ -312,6 +405,7 @@ class OvsVSwitch(VSwitch):
     ) -> PluggedPort | None:
         """Give a prepared port the spec's owner; None when it cannot serve this spec (other
         settings, or vswitchd did not take it) and was removed, so the caller creates it."""
+        _committed(spec)  # a claim is one quick transaction: nothing to wait for first
         settings, differences = _ports.claim_differences(plan, ids)
         if prepared.network != plan.bridge:
             differences.append(f"bridge: {prepared.network!r} -> {plan.bridge!r}")
@@ -362,10 +456,24 @@ class OvsVSwitch(VSwitch):
             f" changed {'; '.join(settings)}" if settings else "",
             extra={"device_id": spec.device_id, "port": plan.name},
         )
-        claimed = _ports.plugged_from_tags(plan.name, plan.bridge, port_ids)
+        claimed = replace(_ports.plugged_from_tags(plan.name, plan.bridge, port_ids),
+                          claimed=True)
         if spec.kind == "memif":
             return self._refresh_memif_queues(conn, spec, plan, claimed)
         return claimed
+
+    @staticmethod
+    def _stale(spec: PortSpec, plan: _ports.PortPlan, plugged: PluggedPort,
+               ids: dict[str, str]) -> str:
+        """Why an unprepared port cannot be this spec's as it is ("" when it is): another
+        owner, other settings."""
+        if plugged.owner != spec.owner:
+            owner = plugged.owner
+            return (f"owner {owner.pod},{owner.container_id[:12]},{owner.ifname}")
+        differences = _ports.spec_differences(plan, ids)
+        if plugged.network != plan.bridge:
+            differences.append(f"bridge: {plugged.network!r} -> {plan.bridge!r}")
+        return "; ".join(differences)
 
     def _replug(
         self,
@@ -375,6 +483,7 @@ class OvsVSwitch(VSwitch):
         plugged: PluggedPort,
         ids: dict[str, str],
     ) -> PluggedPort:
+        _committed(spec)
         if plugged.owner != spec.owner:
             raise VSwitchError(
                 f"device_id={spec.device_id} is already plugged for pod="
@@ -463,10 +572,16 @@ class OvsVSwitch(VSwitch):
         def outcome(tables: Any) -> tuple[str, str] | None:
             rows = list(tables["Open_vSwitch"].rows.values())
             if not rows or next_cfg is None or rows[0].cur_cfg < next_cfg:
-                return None
+                down = self.vswitchd_down()
+                return ("down", down) if down else None
             return _interface_outcome(tables, plan.name)
 
         result = conn.wait_for(outcome, self.timeout)
+        if result is not None and result[0] == "down":
+            raise VSwitchUnavailable(
+                f"ovs-vswitchd is not running ({result[1]}), so it cannot apply {action} "
+                f"{_describe(spec)} port {plan.name}; {aftermath}"
+            )
         if result is None:
             raise VSwitchUnavailable(
                 f"ovs-vswitchd did not apply {action} {_describe(spec)} port {plan.name} "
@@ -576,30 +691,50 @@ class OvsVSwitch(VSwitch):
         if existing is None:
             log.info("no port to unplug, device_id=%s", device_id)
             return False
-        return self._remove(conn, device_id, *existing)
+        return self._remove(conn, device_id, *existing, settle_later=True)
 
     def _remove(
-        self, conn: Connection, device_id: str, plugged: PluggedPort, ids: dict[str, str]
+        self, conn: Connection, device_id: str, plugged: PluggedPort, ids: dict[str, str],
+        *, settle_later: bool = False,
     ) -> bool:
+        """Remove the port in one transaction and the socket files it leaves, then wait for
+        ovs-vswitchd to apply it (DPDK closes the socket); with ``settle_later`` the wait
+        is in the background, and the device's next plug waits for it instead.
+
+        The files may go before vswitchd applied the removal: a socket's name is not what
+        holds its connections, and no new socket can appear at the path before the next
+        plug of the device, which waits for the removal to settle."""
         results, next_cfg = self._commit(
             conn,
             f"unplug of device_id={device_id} port {plugged.port_name}",
             UnplugPort(conn.api, plugged.port_name),
         )
-        # Waiting lets DPDK close the socket before the slot is reused; a stopped
-        # vswitchd does not make the port come back, so only log it.
-        if not self._wait_applied(conn, next_cfg, self.timeout):
-            log.warning(
-                "ovs-vswitchd did not confirm the unplug of port %s device_id=%s within %gs",
-                plugged.port_name,
-                device_id,
-                self.timeout,
-            )
         role = ids.get(_ports.TAG_CONTAINER_ROLE, "")
         kind = ids.get(_ports.TAG_KIND, "")
         linked = kind == "vhost-user" and role == "client"
         serves = kind == "memif" and role in ("slave", "client")
         self._remove_socket_files(ids, serves, linked)
+        removal = _Removal(device_id, plugged, ids, next_cfg)
+        if settle_later and next_cfg is not None:
+            self._settler.add(removal)
+        else:
+            self._settle(conn, removal, self.timeout)
+        return bool(results[0])
+
+    def _settle(self, conn: Connection, removal: _Removal, timeout: float) -> None:
+        """Wait (up to ``timeout``) until ovs-vswitchd applied the removal. A stopped
+        vswitchd does not make the port come back (and its sockets are closed), so a
+        timeout is only logged."""
+        plugged, device_id = removal.plugged, removal.device_id
+        if not self._wait_applied(conn, removal.next_cfg, timeout):
+            down = self.vswitchd_down()
+            if down is None:
+                log.warning(
+                    "ovs-vswitchd did not confirm the unplug of port %s device_id=%s within %gs",
+                    plugged.port_name,
+                    device_id,
+                    timeout,
+                )
         log.info(
             "unplugged %sport %s, device_id=%s pod=%s",
             "prepared " if plugged.prepared else "",
@@ -608,7 +743,6 @@ class OvsVSwitch(VSwitch):
             plugged.owner.pod,
             extra={"device_id": device_id, "port": plugged.port_name},
         )
-        return bool(results[0])
 
     # -- health and placement --------------------------------------------------------------
 
@@ -617,6 +751,9 @@ class OvsVSwitch(VSwitch):
             conn = self._connection()
         except VSwitchUnavailable as exc:
             return Health(False, str(exc))
+        down = self.vswitchd_down()
+        if down is not None:
+            return Health(False, f"ovs-vswitchd is not running: {down}")
 
         def state(tables: Any) -> tuple[bool, int, int] | None:
             rows = list(tables["Open_vSwitch"].rows.values())
@@ -636,12 +773,25 @@ class OvsVSwitch(VSwitch):
                 "DPDK is not initialised in ovs-vswitchd: set other_config:dpdk-init=true "
                 "and (re)start ovs-vswitchd-dpdk",
             )
-        # dpdk_initialized stays true after vswitchd died: ask it to ack a no-op change.
+        # dpdk_initialized stays true after vswitchd died. Ask vswitchd itself: over its
+        # control socket when the watch holds one (its main loop answers; no database
+        # write, no reconfiguration of every bridge at every probe) ...
+        watch = self._watch
+        probe = min(self.timeout, _HEALTH_PROBE_TIMEOUT)
+        answered = watch.ping(probe) if watch is not None else None
+        if answered is True:
+            return Health(True)
+        if answered is False:
+            down = self.vswitchd_down()
+            return Health(False, f"ovs-vswitchd is not running: {down}" if down else
+                          f"ovs-vswitchd did not answer on its control socket "
+                          f"{watch.ctl_path if watch else ''} within {probe:g} s: it is stuck "
+                          "or overloaded")
+        # ... else to acknowledge a no-op change through cur_cfg.
         try:
             _, next_cfg = self._commit(conn, "health probe", Probe(conn.api))
         except VSwitchError as exc:
             return Health(False, str(exc))
-        probe = min(self.timeout, _HEALTH_PROBE_TIMEOUT)
         if not self._wait_applied(conn, next_cfg, probe):
             return Health(
                 False,
@@ -675,3 +825,84 @@ class OvsVSwitch(VSwitch):
 
     def __repr__(self) -> str:
         return f"OvsVSwitch(db={self.db!r}, bridge={self.bridge!r})"
+
+
+def _committed(spec: PortSpec) -> None:
+    """Tell the caller (``PortSpec.on_committed``), once."""
+    if spec.on_committed is not None:
+        spec.on_committed()
+
+
+@dataclass(eq=False)
+class _Removal:
+    """A port removed from the database, until ovs-vswitchd has applied it."""
+
+    device_id: str
+    plugged: PluggedPort
+    ids: dict[str, str]
+    next_cfg: int | None
+    added: float = field(default_factory=time.monotonic)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class _Settler:
+    """Settles removals in the background, oldest first (``cur_cfg`` only grows, so one
+    wait covers every removal committed before it); ``wait`` lets a plug of the same
+    device wait for its removal. The thread starts with the first removal and ends when
+    there is none left."""
+
+    def __init__(self, backend: OvsVSwitch) -> None:
+        self._backend = backend
+        self._lock = threading.Condition()
+        self._pending: dict[str, _Removal] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, removal: _Removal) -> None:
+        with self._lock:
+            self._pending[removal.device_id] = removal
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ovs-settle",
+                                                daemon=True)
+                self._thread.start()
+            self._lock.notify_all()
+
+    def poke(self) -> None:
+        with self._lock:
+            self._lock.notify_all()
+
+    def wait(self, device_id: str, timeout: float) -> None:
+        """Until the removal of ``device_id``'s port, if one is pending, has settled."""
+        with self._lock:
+            removal = self._pending.get(device_id)
+        if removal is not None and not removal.done.wait(timeout + 1.0):
+            log.warning("the removal of device_id=%s's earlier port has not settled within "
+                        "%gs; plugging anyway", device_id, timeout)
+
+    def drain(self, timeout: float) -> None:
+        """Wait for every pending removal (the backend is closing)."""
+        deadline = time.monotonic() + timeout + 1.0
+        with self._lock:
+            pending = list(self._pending.values())
+        for removal in pending:
+            removal.done.wait(max(0.0, deadline - time.monotonic()))
+
+    def _run(self) -> None:
+        backend = self._backend
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._thread = None
+                    return
+                oldest = min(self._pending.values(), key=lambda r: r.added)
+            conn = backend._conn
+            left = oldest.added + backend.timeout - time.monotonic()
+            try:
+                if conn is None:
+                    raise VSwitchUnavailable("the backend was closed")
+                backend._settle(conn, oldest, max(0.0, left))
+            except Exception:  # noqa: BLE001 - the files stay; the removal itself stands
+                log.exception("settling the unplug of device_id=%s failed", oldest.device_id)
+            with self._lock:
+                if self._pending.get(oldest.device_id) is oldest:
+                    del self._pending[oldest.device_id]
+            oldest.done.set()

@@ -240,6 +240,13 @@ class Connection:
                         return None
                     self._changed.wait(remaining)
 
+    def poke(self) -> None:
+        """Wake every ``wait_for`` to look again (something its predicate reads outside
+        the rows changed)."""
+        with self._changed:
+            self._idl.generation += 1
+            self._changed.notify_all()
+
     def close(self) -> None:
         if not self._conn.stop(timeout=self.timeout):
             log.warning("ovsdb connection thread did not stop db=%s", self.db)

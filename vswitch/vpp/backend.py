@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vswitch.api import (
     CpuTopology,
@@ -190,6 +190,9 @@ class VppVSwitch(VSwitch):
 
     def plug(self, spec: PortSpec) -> PluggedPort:
         validate_spec(spec)
+        if spec.on_committed is not None:
+            spec.on_committed()  # every step of a VPP plug is an API call: overlap them all
+            spec = replace(spec, on_committed=None)  # kept for replays: not to be called again
         with self._lock:
             port = plug_port(self._conn, spec, self._bases)
             self._specs[spec.device_id] = spec

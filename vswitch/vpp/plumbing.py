@@ -87,7 +87,14 @@ def plug_port(
         snap = Snapshot(conn, slot)
     existing = snap.find(slot)
     if existing is not None:
-        return _converge(conn, snap, existing, spec, bases)
+        problem = _mismatch(snap, existing, spec) if spec.take_over else ""
+        if not problem:
+            return _converge(conn, snap, existing, spec, bases)
+        # The caller holds the device: an earlier attachment's port goes, made anew below.
+        log.warning("unrecorded port on device, removing it device_id=%s port=%s (%s)",
+                    slot, existing.name, problem)
+        unplug_port(conn, slot, None)
+        snap = Snapshot(conn, slot)
     undo: Undo = []
     try:
         if vpp_listens(spec):
