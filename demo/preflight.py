@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from cni.install import find_relay
 from demo.private_ovs import missing_ovs_parts
 
 APT = ["apt-get", "install", "-y", "--no-install-recommends"]
@@ -81,7 +82,11 @@ def _resolve(program: str) -> str | None:
 
 
 def _numanet_cni() -> str:
-    # The one installed beside this interpreter (the venv's), not some other on PATH.
+    # What a node runs as /opt/cni/bin/numanet: the C relay when one is built (make relay),
+    # else the Python shim installed beside this interpreter (the venv's), not some other.
+    relay = find_relay()
+    if relay is not None:
+        return str(relay)
     beside = Path(sys.executable).parent / "numanet-cni"
     if os.access(beside, os.X_OK):
         return str(beside)

@@ -119,7 +119,8 @@ class Demo:
             self.tools = preflight.check(self.options.testpmd, self.options.cni_bin_dir,
                                          self.options.install)
             recovered = cleanup.recover(self.layout, self.ovs.dpdk_runtime_dir)
-            step.detail = "root; OVS-DPDK, dpdk-testpmd, host-local, numanet-cni found"
+            step.detail = (f"root; OVS-DPDK, dpdk-testpmd, host-local, numanet CNI "
+                           f"{Path(self.tools.numanet_cni).name} found")
             if recovered is not None:
                 self.report.recovered = recovered.text()
                 step.detail += ("\n         cleaned what a killed earlier demo left: "
