@@ -196,6 +196,13 @@ class OvsVSwitch(VSwitch):
         the watch's thread); the agent's monitor probes at once then."""
         self._liveness_listeners.append(callback)
 
+    @property
+    def vswitchd_alive(self) -> bool | None:
+        """What the control-socket watch knows: True (connected to a running ovs-vswitchd),
+        False (not running), None (not known: no watch, or not connected yet)."""
+        watch = self._watch
+        return None if watch is None else watch.alive
+
     def vswitchd_down(self) -> str | None:
         """Why ovs-vswitchd is known not to run, or None (it runs, or it cannot be told)."""
         watch = self._watch
