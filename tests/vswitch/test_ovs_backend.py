@@ -175,7 +175,9 @@ def test_vlan_and_mtu(ovs_bench):
 
 def test_existing_kernel_bridge_is_refused(ovs_bench):
     # A system-datapath bridge cannot carry DPDK ports; numanet must not convert it.
-    ovs_bench.ovs.vsctl("add-br", ovs_bench.bridge, wait=False)
+    # (Waiting for vswitchd to take the bridge in also lets the backend's copy of the
+    # database see it: with --no-wait the plug could run before the update reached it.)
+    ovs_bench.ovs.vsctl("add-br", ovs_bench.bridge)
     s = spec(ovs_bench, "vu-ovs-n0-004")
     with pytest.raises(VSwitchError, match="datapath_type=system.*netdev"):
         ovs_bench.switch.plug(s)
