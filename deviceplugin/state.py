@@ -14,9 +14,10 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from deviceplugin import naming
-from deviceplugin.fileio import write_atomic
+from deviceplugin.fileio import load_json_files, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,12 @@ class AllocationRecord:
     allocated_at: float  # unix time of the latest Allocate
 
 
+def _parse(data: Any) -> AllocationRecord:
+    record = AllocationRecord(**data)
+    naming.validate_device_id(record.device_id)
+    return record
+
+
 class AllocationStore:
     """Thread safe; the in-memory view is the source for readers, the files for restarts."""
 
@@ -40,21 +47,8 @@ class AllocationStore:
 
     def load(self) -> dict[str, AllocationRecord]:
         """Read what a previous agent left; files that do not parse are reported and removed."""
-        records: dict[str, AllocationRecord] = {}
-        if self.directory.is_dir():
-            for path in sorted(self.directory.glob("*.json")):
-                try:
-                    data = json.loads(path.read_text())
-                    record = AllocationRecord(**data)
-                    naming.validate_device_id(record.device_id)
-                    if path.name != f"{record.device_id}.json":
-                        raise ValueError("file name does not match its device ID")
-                except (OSError, ValueError, TypeError) as exc:
-                    log.warning("dropping unreadable allocation record path=%s error=%s",
-                                path, exc)
-                    path.unlink(missing_ok=True)
-                    continue
-                records[record.device_id] = record
+        records = load_json_files(self.directory, _parse, lambda r: r.device_id,
+                                  "allocation record")
         with self._lock:
             self._records = records
         return dict(records)

@@ -14,8 +14,9 @@ import re
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from deviceplugin.fileio import write_atomic
+from deviceplugin.fileio import load_json_files, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,12 @@ class PreparedClaim:
     cdi_spec: str | None  # the claim's CDI spec file, None when it has no numanet device
 
 
+def _parse(data: Any) -> PreparedClaim:
+    devices = tuple(PreparedDevice(**{**d, "cdi_device_ids": tuple(d["cdi_device_ids"])})
+                    for d in data.pop("devices"))
+    return PreparedClaim(devices=devices, **data)
+
+
 class ClaimCheckpoint:
     """Thread safe; the in-memory view is the source for readers, the files for restarts."""
 
@@ -51,22 +58,7 @@ class ClaimCheckpoint:
         self._holders: dict[str, str] = {}  # device ID -> claim UID
 
     def load(self) -> dict[str, PreparedClaim]:
-        claims: dict[str, PreparedClaim] = {}
-        if self.directory.is_dir():
-            for path in sorted(self.directory.glob("*.json")):
-                try:
-                    data = json.loads(path.read_text())
-                    devices = tuple(PreparedDevice(**{**d, "cdi_device_ids":
-                                                      tuple(d["cdi_device_ids"])})
-                                    for d in data.pop("devices"))
-                    claim = PreparedClaim(devices=devices, **data)
-                    if path.name != f"{claim.uid}.json":
-                        raise ValueError("file name does not match the claim UID")
-                except (OSError, ValueError, TypeError, KeyError) as exc:
-                    log.warning("dropping unreadable prepared claim path=%s error=%s", path, exc)
-                    path.unlink(missing_ok=True)
-                    continue
-                claims[claim.uid] = claim
+        claims = load_json_files(self.directory, _parse, lambda c: c.uid, "prepared claim")
         with self._lock:
             self._claims = claims
             self._holders = {d.device_id: c.uid for c in claims.values() for d in c.devices}
