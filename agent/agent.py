@@ -10,7 +10,7 @@ service on ``<run-dir>/cni.sock``, and the adoption of the attachments the CNI r
 before this start (at once for the healthy vSwitches, later for the others) -> a
 refresher that re-reads topology, vSwitch health and the config file every
 ``--refresh-interval`` seconds and at once on udev events (NICs only on udev events and
-every ``--nic-rescan-interval`` seconds: deviceplugin/topology_scan.py). SIGTERM or
+every ``--nic-rescan-interval`` seconds: agent/topology_scan.py). SIGTERM or
 SIGINT stops it all in reverse order, removing the plugin sockets, the CNI socket, the
 device-info files and the status file it created (CDI specs stay for container
 restarts), and the DRA front end its ResourceSlices.

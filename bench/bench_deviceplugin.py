@@ -171,7 +171,7 @@ def measure(root: Path, calls: int, restarts: int, strict: bool) -> int:
 def topology_rounds(root: Path, rounds: int = 50) -> None:
     """What the agent's refresher pays per round for the topology, on 4 nodes with 256
     vfio VFs: a full scan (NICs too), and a round that reads the nodes and hugepages only
-    (deviceplugin/topology_scan.py: NICs are read on udev events and every 30 s)."""
+    (agent/topology_scan.py: NICs are read on udev events and every 30 s)."""
     from agent.topology_scan import TopologyScanner
 
     pfs = [PciSpec(address=f"0000:{0x18 + 0x40 * k:02x}:00.0", numa_node=k, driver="ice",

@@ -8,7 +8,7 @@ a missing one is plugged again). Callers are told through ``on_disconnect`` (slo
 Unhealthy) and ``on_reconnect`` (with a ``ReplayReport``: which slots came back, which
 failed and why); ``health()`` stays unhealthy until the replay is done, so slots turn
 Healthy only when their ports are back. This backend is the one owner of replay after
-VPP restarts: the agent does not replay anything itself then (deviceplugin/vswitches.py).
+VPP restarts: the agent does not replay anything itself then (agent/vswitches.py).
 After an *agent* restart the agent calls ``plug`` for the attachments the CNI recorded,
 once per backend object, which adopts the ports VPP kept (``plug`` of a device ID is
 idempotent) and makes the backend remember them. ``connect()`` is called once; after
